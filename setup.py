@@ -55,7 +55,12 @@ only = os.environ.get("EBSFAST_BUILD_ONLY")
 if only:
     extensions = [e for e in extensions if e.name.split(".")[-1] in only.split(",")]
 
+# Each build mode keeps its own object files: setuptools reuses .o files by timestamp, and a
+# sanitizer object linked into a release module makes it unloadable without libasan.
+mode = "sanitize" if SANITIZE else ("debug" if DEBUG else "release")
+
 setup(
+    options={"build": {"build_temp": os.path.join("build", f"temp-{mode}")}},
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
