@@ -1,0 +1,485 @@
+"""The local EBS direct API server: HTTP/1.1 over real sockets, a thread per connection.
+
+The request path is deliberately small and hand-written (no http.server): parsing, signature
+check and a block response cost well under 200 µs of server CPU, so the server is never what a
+client benchmark measures. A stored block's bytes are sent as they sit in the store.
+"""
+from __future__ import annotations
+
+import email.utils
+import errno
+import itertools
+import json
+import secrets
+import shutil
+import socket
+import ssl
+import string
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from urllib.parse import parse_qsl, unquote
+
+from . import _auth
+from ._faults import BODY_OPERATIONS, Faults, FaultState
+from ._service import ApiError, Response, Service
+from ._store import BlockStore
+
+MAX_HEAD = 64 * 1024
+MAX_BODY = 524288 + 64 * 1024  # one block and some slack; anything larger is refused
+IDLE_TIMEOUT_S = 120.0
+REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 402: "Payment Required",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+           411: "Length Required", 413: "Payload Too Large", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable"}
+# The namespace the service puts after the code in x-amzn-ErrorType.
+ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.zeppelindataservice/"
+
+
+class _BadRequest(Exception):
+    """The bytes are not an HTTP request we can answer; reply once and close."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Request:
+    __slots__ = ("method", "target", "path", "query_string", "version", "headers", "header_list",
+                 "body", "keep_alive")
+
+
+def _random_access_key() -> str:
+    return "AKIA" + "".join(secrets.choice(string.ascii_uppercase + "234567") for _ in range(16))
+
+
+def _route(method: str, path: str):
+    """(operation name, path parameters) for a request path, or None."""
+    parts = path.split("/")
+    # ['', 'snapshots', ...]
+    if len(parts) < 2 or parts[0] != "" or parts[1] != "snapshots":
+        return None
+    rest = [unquote(p) for p in parts[2:]]
+    if method == "POST" and rest in ([], [""]):
+        return "StartSnapshot", ()
+    if method == "POST" and len(rest) == 2 and rest[0] == "completion":
+        return "CompleteSnapshot", (rest[1],)
+    if len(rest) == 3 and rest[1] == "blocks":
+        if method == "GET":
+            return "GetSnapshotBlock", (rest[0], rest[2])
+        if method == "PUT":
+            return "PutSnapshotBlock", (rest[0], rest[2])
+    if method == "GET" and len(rest) == 2 and rest[1] == "blocks":
+        return "ListSnapshotBlocks", (rest[0],)
+    if method == "GET" and len(rest) == 2 and rest[1] == "changedblocks":
+        return "ListChangedBlocks", (rest[0],)
+    return None
+
+
+class EBSServer:
+    """A local EBS direct API server on 127.0.0.1 (or ``host``), started on a free port.
+
+    ::
+
+        with EBSServer() as server:
+            client = boto3.client("ebs", endpoint_url=server.endpoint_url,
+                                  aws_access_key_id=server.access_key,
+                                  aws_secret_access_key=server.secret_key,
+                                  region_name=server.region)
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
+                 access_key: str | None = None, secret_key: str | None = None,
+                 session_token: str | None = None, region: str = "us-east-1",
+                 verify_signatures: bool = True, max_clock_skew_s: float = 900.0,
+                 tls: bool = False, data_dir: str | None = None,
+                 faults: Faults | None = None, max_pending_snapshots: int = 100):
+        self.host = host
+        self.port = port
+        self.access_key = access_key or _random_access_key()
+        self._secret_key = secret_key or secrets.token_urlsafe(30)[:40]
+        self._session_token = session_token
+        self.region = region
+        self.verify_signatures = verify_signatures
+        self.max_clock_skew_s = max_clock_skew_s
+        self.tls = tls
+        self.data_dir = data_dir
+        self._faults = FaultState(faults)
+        self._max_pending = max_pending_snapshots
+        self._sock: socket.socket | None = None
+        self._ssl_ctx: ssl.SSLContext | None = None
+        self._tmpdir: str | None = None
+        self.ca_file: str | None = None
+        self.service: Service | None = None
+        self._threads: set[threading.Thread] = set()
+        self._conns: set = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+        self._served = itertools.count()
+        self._accepted = itertools.count()
+        self.requests_served = 0
+        self.connections_accepted = 0
+
+    # -- credentials: readable on purpose (tests need them), never in repr -----------------
+    @property
+    def secret_key(self) -> str:
+        return self._secret_key
+
+    @property
+    def session_token(self) -> str | None:
+        return self._session_token
+
+    def __repr__(self) -> str:
+        state = "running" if self._sock is not None else "stopped"
+        return (f"<EBSServer {state} {self.endpoint_url if self._sock else ''} "
+                f"access_key={self.access_key} tls={self.tls}>")
+
+    @property
+    def endpoint_url(self) -> str:
+        if self._sock is None:
+            raise RuntimeError("the server is not running; call start() or use it as a "
+                               "context manager")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults.faults
+
+    def set_faults(self, **changes) -> Faults:
+        """Change fault knobs while running; see :class:`Faults` for their names."""
+        new = self._faults.update(**changes)
+        self._apply_token_ttls()
+        return new
+
+    def _apply_token_ttls(self) -> None:
+        if self.service is None:
+            return
+        from ._service import BLOCK_TOKEN_TTL_S, PAGE_TOKEN_TTL_S
+
+        f = self._faults.faults
+        self.service.block_token_ttl_s = (BLOCK_TOKEN_TTL_S if f.block_token_ttl_s is None
+                                          else f.block_token_ttl_s)
+        self.service.page_token_ttl_s = (PAGE_TOKEN_TTL_S if f.page_token_ttl_s is None
+                                         else f.page_token_ttl_s)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "EBSServer":
+        if self._sock is not None:
+            return self
+        self._stopping.clear()
+        self.service = Service(BlockStore(self.data_dir), max_pending=self._max_pending)
+        self._apply_token_ttls()
+        if self.tls:
+            from ._tls import make_certificate, server_context
+
+            self._tmpdir = tempfile.mkdtemp(prefix="ebsfast-tls-")
+            cert, key = make_certificate(self._tmpdir, self.host)
+            self._ssl_ctx = server_context(cert, key)
+            self.ca_file = cert
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(512)
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        self._accept_thread = threading.Thread(target=self._accept_loop,
+                                               name=f"ebsfast-server:{self.port}", daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def stop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        self._stopping.set()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+        with self._lock:
+            conns = list(self._conns)
+            threads = list(self._threads)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in threads:
+            t.join(timeout=5)
+        if self.service is not None:
+            self.service.store.close()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> "EBSServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Block until interrupted (used by ``python -m ebsfast.testing``)."""
+        self.start()
+        try:
+            while not self._stopping.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    # -- connections --------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        sock = self._sock
+        while not self._stopping.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.01)
+                continue
+            self.connections_accepted = next(self._accepted) + 1
+            t = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True,
+                                 name=f"ebsfast-conn:{self.port}")
+            with self._lock:
+                self._threads.add(t)
+            t.start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(IDLE_TIMEOUT_S)
+            if self._ssl_ctx is not None:
+                try:
+                    conn = self._ssl_ctx.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    conn.close()
+                    return
+            with self._lock:
+                self._conns.add(conn)
+            buf = bytearray()
+            while not self._stopping.is_set():
+                try:
+                    req = self._read_request(conn, buf)
+                except _BadRequest as exc:
+                    self._send(conn, self._error(exc.status, "BadRequestException" if
+                                                 exc.status != 413 else "ValidationException",
+                                                 exc.message), keep_alive=False)
+                    return
+                if req is None:
+                    return
+                if not self._handle(conn, req):
+                    return
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+                self._threads.discard(threading.current_thread())
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _read_request(self, conn, buf: bytearray) -> _Request | None:
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buf) > MAX_HEAD:
+                raise _BadRequest(431, "The request head is too large.")
+            data = conn.recv(65536)
+            if not data:
+                if buf:
+                    raise _BadRequest(400, "The connection closed inside a request head.")
+                return None
+            buf += data
+        head = bytes(buf[:end])
+        del buf[:end + 4]
+        try:
+            text = head.decode("latin-1")
+            lines = text.split("\r\n")
+            method, target, version = lines[0].split(" ")
+        except ValueError:
+            raise _BadRequest(400, "The request line is malformed.") from None
+        if not version.startswith("HTTP/1."):
+            raise _BadRequest(400, f"Unsupported protocol {version!r}.")
+        header_list = []
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
+                raise _BadRequest(400, f"Malformed header line {line[:80]!r}.")
+            value = value.strip(" \t")
+            header_list.append((name, value))
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        req = _Request()
+        req.method = method
+        req.target = target
+        path, _, req.query_string = target.partition("?")
+        req.path = path
+        req.version = version
+        req.headers = headers
+        req.header_list = header_list
+        conn_hdr = headers.get("connection", "").lower()
+        req.keep_alive = ("close" not in conn_hdr if version == "HTTP/1.1"
+                          else "keep-alive" in conn_hdr)
+        if headers.get("expect", "").lower() == "100-continue":
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            req.body = self._read_chunked(conn, buf)
+        else:
+            cl = headers.get("content-length", "0")
+            if not cl.isdigit():
+                raise _BadRequest(400, f"Invalid Content-Length {cl[:40]!r}.")
+            n = int(cl)
+            if n > MAX_BODY:
+                raise _BadRequest(413, f"The request body of {n} bytes is larger than a block.")
+            while len(buf) < n:
+                data = conn.recv(max(65536, n - len(buf)))
+                if not data:
+                    raise _BadRequest(400, "The connection closed inside a request body.")
+                buf += data
+            req.body = bytes(buf[:n])
+            del buf[:n]
+        return req
+
+    def _read_chunked(self, conn, buf: bytearray) -> bytes:
+        body = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    raise _BadRequest(400, "The connection closed inside a chunk.")
+                buf += data
+            line_end = buf.find(b"\r\n")
+            size_s = bytes(buf[:line_end]).split(b";")[0].strip()
+            try:
+                size = int(size_s, 16)
+            except ValueError:
+                raise _BadRequest(400, "Malformed chunk size.") from None
+            del buf[:line_end + 2]
+            if len(body) + size > MAX_BODY:
+                raise _BadRequest(413, "The chunked request body is larger than a block.")
+            while len(buf) < size + 2:
+                data = conn.recv(65536)
+                if not data:
+                    raise _BadRequest(400, "The connection closed inside a chunk.")
+                buf += data
+            body += buf[:size]
+            del buf[:size + 2]
+            if size == 0:
+                return bytes(body)
+
+    # -- requests -----------------------------------------------------------------------------
+    def _handle(self, conn, req: _Request) -> bool:
+        """Answer one request; False when the connection must close."""
+        self.requests_served = next(self._served) + 1
+        route = _route(req.method, req.path)
+        op = route[0] if route else None
+        faults = self._faults
+        try:
+            if route is None:
+                raise ApiError(404, "UnknownOperationException",
+                               f"No operation at {req.method} {req.path[:200]}.")
+            if self.verify_signatures:
+                _auth.verify(req, access_key=self.access_key, secret_key=self._secret_key,
+                             session_token=self._session_token, region=self.region,
+                             max_skew_s=self.max_clock_skew_s)
+            f = faults.faults
+            if faults.over_rate(("account",), f.account_rate_limit):
+                raise ApiError(400, "ThrottlingException", "Rate exceeded.")
+            if op in f.rate_limits:
+                snap = route[1][0] if route[1] else ""
+                if faults.over_rate((op, snap), f.rate_limits[op]):
+                    raise ApiError(400, "RequestThrottledException",
+                                   f"{op} is throttled for this snapshot.",
+                                   "RESOURCE_LEVEL_THROTTLE")
+            if faults.roll("stall_rate", op):
+                if self._stopping.wait(f.stall_s):
+                    return False
+            if faults.roll("error_rate", op):
+                raise ApiError(500, "InternalServerException", "An internal error occurred "
+                               "(injected by ebsfast.testing).")
+            resp = self._dispatch(op, route[1], req)
+        except ApiError as exc:
+            resp = self._error(exc.status, exc.code, exc.message, exc.reason)
+        return self._send(conn, resp, keep_alive=req.keep_alive, op=op)
+
+    def _dispatch(self, op: str, params: tuple, req: _Request) -> Response:
+        svc = self.service
+        query = dict(parse_qsl(req.query_string, keep_blank_values=True))
+        if op == "GetSnapshotBlock":
+            return svc.get_snapshot_block(params[0], params[1], query)
+        if op == "ListSnapshotBlocks":
+            return svc.list_snapshot_blocks(params[0], query)
+        if op == "ListChangedBlocks":
+            return svc.list_changed_blocks(params[0], query)
+        if op == "PutSnapshotBlock":
+            return svc.put_snapshot_block(params[0], params[1], req.headers, req.body)
+        if op == "StartSnapshot":
+            return svc.start_snapshot(req.body)
+        return svc.complete_snapshot(params[0], req.headers)
+
+    @staticmethod
+    def _error(status: int, code: str, message: str, reason: str | None = None) -> Response:
+        body = {"message": message}
+        if reason:
+            body["Reason"] = reason
+        return Response(status, body, headers={"x-amzn-ErrorType": code + ERROR_TYPE_SUFFIX})
+
+    def _send(self, conn, resp: Response, *, keep_alive: bool, op: str | None = None) -> bool:
+        body = resp.body
+        if body is None:
+            body = json.dumps(resp.json if resp.json is not None else {}).encode()
+            ctype = "application/json"
+        else:
+            ctype = "application/octet-stream"
+        head = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}",
+                f"x-amzn-RequestId: {uuid.uuid4()}",
+                f"Date: {email.utils.formatdate(usegmt=True)}",
+                f"Content-Type: {ctype}",
+                f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in resp.headers.items()]
+        if not keep_alive:
+            head.append("Connection: close")
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        faults = self._faults
+        if resp.block is not None and op in BODY_OPERATIONS:
+            if faults.roll("corrupt_rate", op):
+                body = faults.corrupt(body)
+            if faults.roll("reset_rate", op):
+                conn.sendall(head_bytes)
+                conn.sendall(memoryview(body)[: len(body) // 3])
+                self._reset(conn)
+                return False
+            if faults.roll("truncate_rate", op):
+                conn.sendall(head_bytes)
+                conn.sendall(memoryview(body)[: len(body) // 2])
+                return False
+        if len(body) > 4096:
+            conn.sendall(head_bytes)
+            conn.sendall(body)
+        else:
+            conn.sendall(head_bytes + body)
+        return keep_alive
+
+    @staticmethod
+    def _reset(conn) -> None:
+        """Close with an RST rather than a FIN, as a broken network path would."""
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError as exc:
+            if exc.errno not in (errno.EBADF, errno.ENOTCONN):
+                raise
+        conn.close()
