@@ -1,0 +1,247 @@
+"""rest-json for the EBS direct APIs: validate and serialize requests, parse responses and
+errors, byte for byte as botocore does (its ``validate.py``, ``serialize.py``, ``parsers.py``).
+
+Transport-free and signer-free: the client adds endpoint, signature and retries.
+"""
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import uuid
+from urllib.parse import quote
+
+from . import model
+from .exceptions import ParamValidationError
+
+_SAFE = "-._~"  # botocore's percent_encode keeps exactly the RFC 3986 unreserved set
+
+# Python types botocore's validator accepts per model type
+_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "long": (int,),
+    "boolean": (bool,),
+    "list": (list, tuple),
+    "structure": (dict,),
+}
+
+# Members of nested output structures, by list member name.
+_NESTED = {
+    "Blocks": ("BlockIndex", "BlockToken"),
+    "ChangedBlocks": ("BlockIndex", "FirstBlockToken", "SecondBlockToken"),
+    "Tags": ("Key", "Value"),
+}
+
+
+def percent_encode(value) -> str:
+    if not isinstance(value, (str, bytes)):
+        value = str(value)
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return quote(value, safe=_SAFE)
+
+
+# -- validation --------------------------------------------------------------------------------
+
+def _is_blob(value) -> bool:
+    if isinstance(value, (bytes, bytearray, str, memoryview)) or hasattr(value, "read"):
+        return True
+    # ebsfast also takes any object exporting the buffer protocol (numpy arrays, mmap).
+    try:
+        memoryview(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _validate(value, shape: dict, name: str, errors: list) -> None:
+    kind = shape["type"]
+    if kind == "blob":
+        if not _is_blob(value):
+            errors.append(f"Invalid type for parameter {name}, value: {value}, type: "
+                          f"{type(value)}, valid types: {bytes}, {bytearray}, file-like object")
+        return
+    valid = _TYPES[kind]
+    if not isinstance(value, valid):
+        names = ", ".join(str(t) for t in valid)
+        errors.append(f"Invalid type for parameter {name}, value: {value}, type: {type(value)}, "
+                      f"valid types: {names}")
+        return
+    minimum = shape.get("min")
+    if kind in ("integer", "long"):
+        if minimum is not None and value < minimum:
+            errors.append(f"Invalid value for parameter {name}, value: {value}, valid min value: "
+                          f"{minimum}")
+    elif kind in ("string", "list"):
+        if minimum is not None and len(value) < minimum:
+            errors.append(f"Invalid length for parameter {name}, value: {len(value)}, valid min "
+                          f"length: {minimum}")
+        if kind == "list":
+            for i, item in enumerate(value):
+                _validate(item, shape["member"], f"{name}[{i}]", errors)
+    elif kind == "structure":
+        _validate_structure(value, shape["members"], (), name, errors)
+
+
+def _validate_structure(params: dict, members: dict, required, name: str, errors: list) -> None:
+    label = name or "input"
+    for req in required:
+        if req not in params:
+            errors.append(f'Missing required parameter in {label}: "{req}"')
+    known = []
+    for param in params:
+        if param not in members:
+            errors.append(f'Unknown parameter in {label}: "{param}", must be one of: '
+                          f"{', '.join(members)}")
+        else:
+            known.append(param)
+    for param in known:
+        _validate(params[param], members[param], f"{name}.{param}".lstrip("."), errors)
+
+
+def validate(op: model.Operation, params: dict, *, required=None) -> None:
+    """Raise ParamValidationError listing every problem, as botocore's validator does."""
+    errors: list[str] = []
+    members = {m.name: m.shape for m in op.input}
+    _validate_structure(params, members, op.required if required is None else required, "",
+                        errors)
+    if errors:
+        raise ParamValidationError(report="\n".join(errors))
+
+
+# -- serialization -----------------------------------------------------------------------------
+
+def fill_idempotency_token(op: model.Operation, params: dict) -> dict:
+    """botocore fills an absent idempotency token with a fresh UUID4 before validating."""
+    for m in op.input:
+        if m.idempotency_token and m.name not in params:
+            params = dict(params)
+            params[m.name] = str(uuid.uuid4())
+    return params
+
+
+def _header_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def serialize(op: model.Operation, params: dict) -> tuple[str, str, list, bytes | object]:
+    """(path, query string, headers, body) for validated ``params``.
+
+    Query parameters and headers come in the order the caller gave the arguments, as in
+    botocore; the JSON body uses botocore's ``json.dumps`` defaults so the bytes are equal.
+    """
+    members = op.members
+    uri_params = {}
+    query = []
+    headers = []
+    body_params = {}
+    for name, value in params.items():
+        m = members[name]
+        if m.location == "uri":
+            uri_params[m.location_name] = percent_encode(value)
+        elif m.location == "querystring":
+            query.append((m.location_name, value))
+        elif m.location == "header":
+            headers.append((m.location_name, _header_value(value)))
+        elif name != op.payload:
+            body_params[name] = value
+    path = op.uri.format(**uri_params)
+    qs = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in query)
+    if op.payload is not None:
+        body = params.get(op.payload, b"")
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+    elif any(m.location is None for m in op.input):
+        body = json.dumps(body_params).encode("utf-8") if body_params else b"{}"
+        headers.append(("Content-Type", "application/json"))
+    else:
+        body = b""
+    return path, qs, headers, body
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+def parse_timestamp(value) -> datetime.datetime:
+    """Epoch seconds to an aware datetime in local time (botocore gives tzlocal())."""
+    return datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc).astimezone()
+
+
+def _lower_headers(headers) -> dict:
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        lk = k.lower()
+        out[lk] = f"{out[lk]}, {v}" if lk in out else v
+    return out
+
+
+def response_metadata(status: int, headers: dict, retry_attempts: int) -> dict:
+    lower = _lower_headers(headers)
+    meta = {"RequestId": lower.get("x-amzn-requestid", ""), "HTTPStatusCode": status,
+            "HTTPHeaders": lower, "RetryAttempts": retry_attempts}
+    if "x-amz-id-2" in lower:
+        meta["HostId"] = lower["x-amz-id-2"]
+    if not meta["RequestId"]:
+        meta["RequestId"] = lower.get("x-amz-request-id", "")
+    return meta
+
+
+def parse_output(op: model.Operation, headers: dict, body: bytes | None) -> dict:
+    """The operation's output members (without BlockData and ResponseMetadata)."""
+    out: dict = {}
+    lower = {k.lower(): v for k, v in headers.items()}
+    for name, (header, kind) in op.output_headers.items():
+        value = lower.get(header.lower())
+        if value is not None:
+            out[name] = int(value) if kind == "integer" else value
+    if op.output_body and body:
+        doc = json.loads(body)
+        if isinstance(doc, dict):
+            parse_output_doc(op, doc, out)
+    return out
+
+
+def parse_output_doc(op: model.Operation, doc: dict, out: dict) -> dict:
+    for name in op.output_body:
+        if name not in doc or doc[name] is None:
+            continue
+        value = doc[name]
+        if name in model.TIMESTAMP_MEMBERS:
+            value = parse_timestamp(value)
+        elif name in _NESTED and isinstance(value, list):
+            keys = _NESTED[name]
+            value = [{k: item[k] for k in keys if k in item and item[k] is not None}
+                     for item in value]
+        out[name] = value
+    return out
+
+
+def parse_error(status: int, headers: dict, body: bytes) -> dict:
+    """The error dict boto3 puts in ``ClientError.response`` (without ResponseMetadata)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    doc = {}
+    if body:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+    code = lower.get("x-amzn-errortype", "").split(":")[0]
+    if not code:
+        code = str(doc.get("__type") or doc.get("code") or "")
+        if "#" in code:
+            code = code.rsplit("#", 1)[1]
+    message = doc.get("message", doc.get("Message", ""))
+    if not code:
+        code = str(status)
+        if not message:
+            message = http.client.responses.get(status, "")
+    out = {"Error": {"Message": message, "Code": code}}
+    if code in model.ERRORS:
+        for member in ("Message", "Reason"):
+            if member in doc:
+                out[member] = doc[member]
+    return out
