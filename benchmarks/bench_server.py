@@ -72,7 +72,7 @@ def _client(host, port, targets, count, errors):
     with socket.create_connection((host, port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for n in range(count):
-            s.sendall(f"GET {targets[n % len(targets)]} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            s.sendall(f"GET {targets[n % len(targets)]} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
                       .encode())
             got = 0
             while True:

@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_server  # noqa: E402
 import bench_sha256  # noqa: E402
 import bench_sigv4  # noqa: E402
 
@@ -31,7 +32,7 @@ def _fmt(v):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--only", choices=["sha256", "sigv4"], help="run one group")
+    ap.add_argument("--only", choices=["sha256", "sigv4", "server"], help="run one group")
     args = ap.parse_args(argv)
 
     import ebsfast
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
         rows += [dict(r, group="sha256") for r in bench_sha256.run()]
     if args.only in (None, "sigv4"):
         rows += [dict(r, group="sigv4") for r in bench_sigv4.run()]
+    if args.only in (None, "server"):
+        rows += [dict(r, group="server") for r in bench_server.run()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

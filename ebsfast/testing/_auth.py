@@ -11,6 +11,7 @@ import hmac
 import re
 import time
 from functools import lru_cache
+from urllib.parse import unquote
 
 from .. import signing
 from ..checksums import sha256
@@ -30,8 +31,15 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return signing.derive_signing_key(secret, date, region, service)
 
 
+@lru_cache(maxsize=256)
 def _amz_epoch(amz_date: str) -> float:
-    return calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    d = amz_date
+    try:
+        return calendar.timegm((int(d[0:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]),
+                                int(d[11:13]), int(d[13:15]), 0, 0, 0))
+    except (ValueError, OverflowError):
+        raise _denied("InvalidSignatureException", f"X-Amz-Date {d!r} is not a valid "
+                      "date.") from None
 
 
 def verify(req, *, access_key: str, secret_key: str, session_token: str | None, region: str,
@@ -62,7 +70,6 @@ def verify(req, *, access_key: str, secret_key: str, session_token: str | None, 
             params[k] = v
             if k != "X-Amz-Signature":
                 kept.append(part)
-        from urllib.parse import unquote
 
         if params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
             raise _denied("InvalidSignatureException", "X-Amz-Algorithm must be AWS4-HMAC-SHA256.")
