@@ -21,5 +21,7 @@ export LD_PRELOAD="$asan $ubsan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONMALLOC=malloc
-# python -m puts this scratch copy first on sys.path, so the sanitized modules are the ones used.
+# PYTHONPATH puts this scratch copy first on sys.path, in pytest and in the subprocesses tests
+# start, so the sanitized modules are the ones used.
+export PYTHONPATH="$work"
 python -m pytest -q -p no:cacheprovider tests/test_package.py tests/test_sha256*.py tests/test_sigv4*.py "$@"

@@ -23,6 +23,27 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _outside_the_checkout(tmp_path_factory):
+    """Run from a scratch directory: a subprocess started with ``python -m`` puts its working
+    directory first on sys.path, and from the checkout it would import the unbuilt source tree
+    instead of the installed package under test. PYTHONPATH names the ebsfast this session
+    imported, so subprocesses test the same build (installed, in-place or sanitized)."""
+    import ebsfast
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(ebsfast.__file__)))
+    old_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = home + (os.pathsep + old_path if old_path else "")
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
+    if old_path is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old_path
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _native_build_is_present():
     """In a native run a missing extension is a broken build, not a reason to test the twin."""
     if NO_EXTENSIONS:
