@@ -25,7 +25,6 @@ fast = settings(max_examples=100, deadline=None,
 SMALL_BS = 200  # not a multiple of 64, so block edges fall inside compression blocks
 EBS_BS = 524288
 PADDING_EDGES = [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 191, 192, 193]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 NO_EXTENSIONS = os.environ.get("EBSFAST_NO_EXTENSIONS", "") not in ("", "0")
@@ -344,8 +343,8 @@ def _run_child(env_extra: dict[str, str], code: str) -> subprocess.CompletedProc
     env = {k: v for k, v in os.environ.items()
            if k not in ("EBSFAST_SHA256", "EBSFAST_NO_EXTENSIONS")}
     env.update(env_extra)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
+    # conftest points PYTHONPATH at the ebsfast under test and runs from a scratch directory
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                           capture_output=True, text=True, timeout=60, check=True)
 
 

@@ -134,7 +134,8 @@ class EBSServer:
                  session_token: str | None = None, region: str = "us-east-1",
                  verify_signatures: bool = True, max_clock_skew_s: float = 900.0,
                  tls: bool = False, data_dir: str | None = None,
-                 faults: Faults | None = None, max_pending_snapshots: int = 100):
+                 faults: Faults | None = None, max_pending_snapshots: int = 100,
+                 record_requests: bool = False, clock=None):
         self.host = host
         self.port = port
         self.access_key = access_key or _random_access_key()
@@ -147,6 +148,10 @@ class EBSServer:
         self.data_dir = data_dir
         self._faults = FaultState(faults)
         self._max_pending = max_pending_snapshots
+        self._clock_fn = clock
+        #: with record_requests=True, every request as received: dicts with method, path,
+        #: query, headers (a list of (name, value) in arrival order) and body
+        self.requests: list[dict] | None = [] if record_requests else None
         self._sock: socket.socket | None = None
         self._ssl_ctx: ssl.SSLContext | None = None
         self._tmpdir: str | None = None
@@ -211,7 +216,8 @@ class EBSServer:
         if self._sock is not None:
             return self
         self._stopping.clear()
-        self.service = Service(BlockStore(self.data_dir), max_pending=self._max_pending)
+        kw = {"clock": self._clock_fn} if self._clock_fn is not None else {}
+        self.service = Service(BlockStore(self.data_dir), max_pending=self._max_pending, **kw)
         self._apply_token_ttls()
         if self.tls:
             from ._tls import make_certificate, server_context
@@ -424,6 +430,10 @@ class EBSServer:
     def _handle(self, conn, req: _Request) -> bool:
         """Answer one request; False when the connection must close."""
         self.requests_served = next(self._served) + 1
+        if self.requests is not None:
+            self.requests.append({"method": req.method, "path": req.path,
+                                  "query": req.query_string, "headers": list(req.header_list),
+                                  "body": req.body})
         route = _route(req.method, req.path)
         op = route[0] if route else None
         faults = self._faults
