@@ -11,6 +11,8 @@ trap 'rm -rf "$work"' EXIT
 (cd "$root" && git ls-files -co --exclude-standard -z) | (cd "$root" && xargs -0 cp --parents -t "$work")
 cd "$work"
 
+# The build requirements (pyproject's build-system) are not in a test environment by default.
+python -m pip install -q "Cython>=3.0" "setuptools>=77" "numpy>=1.26"
 EBSFAST_SANITIZE=1 python setup.py -q build_ext --inplace --force
 
 asan=$(gcc -print-file-name=libasan.so)
