@@ -113,6 +113,9 @@ OperationNotPageableError = _define("OperationNotPageableError", BotoCoreError,
                                     "get_paginator() for an operation without a paginator.")
 PaginationError = _define("PaginationError", BotoCoreError, "Error during pagination: {message}",
                           "A paginator was misused (for example a bad StartingToken).")
+UnknownClientMethodError = _define("UnknownClientMethodError", BotoCoreError,
+                                   "Client does not have method: {method_name}",
+                                   "generate_presigned_url() for a method the client lacks.")
 ChecksumMismatchError = _define(
     "ChecksumMismatchError", BotoCoreError,
     "Checksum mismatch for block {block_index} of {snapshot_id}: the service sent "
@@ -158,5 +161,6 @@ __all__ = [
     "EbsfastError", "EndpointConnectionError", "HTTPClientError", "InvalidRegionError",
     "NoCredentialsError", "NoRegionError", "OperationNotPageableError", "PaginationError",
     "ParamValidationError", "PartialCredentialsError", "ProfileNotFound", "ProxyConnectionError",
-    "ReadTimeoutError", "ResponseStreamingError", "SSLError", "UnknownServiceError",
+    "ReadTimeoutError", "ResponseStreamingError", "SSLError", "UnknownClientMethodError",
+    "UnknownServiceError",
 ]

@@ -44,7 +44,7 @@ def percent_encode(value) -> str:
 
 # -- validation --------------------------------------------------------------------------------
 
-def _is_blob(value) -> bool:
+def is_blob(value) -> bool:
     if isinstance(value, (bytes, bytearray, str, memoryview)) or hasattr(value, "read"):
         return True
     # ebsfast also takes any object exporting the buffer protocol (numpy arrays, mmap).
@@ -58,7 +58,7 @@ def _is_blob(value) -> bool:
 def _validate(value, shape: dict, name: str, errors: list) -> None:
     kind = shape["type"]
     if kind == "blob":
-        if not _is_blob(value):
+        if not is_blob(value):
             errors.append(f"Invalid type for parameter {name}, value: {value}, type: "
                           f"{type(value)}, valid types: {bytes}, {bytearray}, file-like object")
         return
@@ -177,10 +177,13 @@ def _lower_headers(headers) -> dict:
     return out
 
 
-def response_metadata(status: int, headers: dict, retry_attempts: int) -> dict:
+def response_metadata(status: int, headers: dict, retry: dict) -> dict:
+    """boto3's ResponseMetadata; ``retry`` holds RetryAttempts (and MaxAttemptsReached or
+    RetryQuotaReached when they apply)."""
     lower = _lower_headers(headers)
     meta = {"RequestId": lower.get("x-amzn-requestid", ""), "HTTPStatusCode": status,
-            "HTTPHeaders": lower, "RetryAttempts": retry_attempts}
+            "HTTPHeaders": lower}
+    meta.update(retry)
     if "x-amz-id-2" in lower:
         meta["HostId"] = lower["x-amz-id-2"]
     if not meta["RequestId"]:

@@ -1,0 +1,433 @@
+"""``ebsfast.client("ebs")``: boto3's EBS client surface, identical on the wire and in answers.
+
+Same methods, keyword arguments, response dicts and errors as ``boto3.client("ebs")``, plus
+ebsfast's own additions, named as such: paginators for the two List operations (botocore has
+none for EBS), and checksums computed for ``put_snapshot_block`` when all three of
+``Checksum``, ``ChecksumAlgorithm`` and ``DataLength`` are left out.
+
+Every ``get_snapshot_block`` body is read whole and checked against ``x-amz-Checksum`` before
+the call returns; a mismatch is retried like a broken connection, and raises
+``ChecksumMismatchError`` once retries run out, so no unverified byte reaches the caller.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import email.utils
+import logging
+import os
+import platform
+import threading
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import exceptions as _exc
+from . import model, wire
+from ._version import __version__
+from .checksums import sha256
+from .config import Config, as_config
+from .credentials import load_profile_config, resolve_credentials
+from .paginate import PAGINATORS, Paginator
+from .regions import normalize_fips_region, resolve_endpoint_url, resolve_region
+from .response import StreamingBody
+from .retries import make_retry_policy
+from .signing import UNSIGNED_PAYLOAD, Signer, amz_date
+from .transport import Transport
+
+logger = logging.getLogger("ebsfast.client")
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class ServiceModel:
+    """What boto3 code reads from ``client.meta.service_model``."""
+
+    service_name = model.SERVICE_NAME
+    api_version = model.API_VERSION
+    signing_name = model.SIGNING_NAME
+    endpoint_prefix = model.ENDPOINT_PREFIX
+    protocol = "rest-json"
+    signature_version = "v4"
+
+    @property
+    def service_id(self) -> str:
+        return model.SERVICE_ID
+
+    @property
+    def operation_names(self) -> list[str]:
+        return sorted(model.OPERATIONS)
+
+    @property
+    def error_shapes(self) -> list[str]:
+        return sorted(model.ERRORS)
+
+    def __repr__(self) -> str:
+        return "ServiceModel(ebs)"
+
+
+class ClientMeta:
+    def __init__(self, region_name: str, endpoint_url: str, config: Config, partition: str):
+        self.region_name = region_name
+        self.endpoint_url = endpoint_url
+        self.config = config
+        self.partition = partition
+        self.service_model = ServiceModel()
+        self.method_to_api_mapping = {py: op.name for py, op in
+                                      sorted(model.BY_PYTHON_NAME.items())}
+
+
+def _make_exceptions():
+    classes = {}
+    for code in model.ERRORS:
+        classes[code] = type(code, (_exc.ClientError,), {
+            "__module__": "ebsfast.exceptions",
+            "__doc__": f"The service answered {code} (HTTP {model.ERRORS[code]}).",
+        })
+    return classes
+
+
+# One class per modeled error for the whole process, so ``except`` clauses written against one
+# client's ``exceptions`` catch errors from any client.
+_MODELED = _make_exceptions()
+
+
+class ClientExceptions:
+    """``client.exceptions``: ``ClientError`` and one subclass per modeled error code."""
+
+    ClientError = _exc.ClientError
+
+    def __init__(self):
+        for code, cls in _MODELED.items():
+            setattr(self, code, cls)
+
+    def from_code(self, error_code: str) -> type:
+        return _MODELED.get(error_code, _exc.ClientError)
+
+
+def _user_agent(config: Config, retry_mode: str) -> str:
+    if config.user_agent:
+        base = config.user_agent
+    else:
+        base = (f"ebsfast/{__version__} ua/2.1 os/{platform.system().lower()}#"
+                f"{platform.release()} md/arch#{platform.machine().lower()} lang/python#"
+                f"{platform.python_version()} md/pyimpl#{platform.python_implementation()} "
+                f"cfg/retry-mode#{retry_mode}")
+    if config.user_agent_appid:
+        base += f" app/{config.user_agent_appid}"
+    if config.user_agent_extra:
+        base += f" {config.user_agent_extra}"
+    return base
+
+
+def _host_header(endpoint_url: str) -> str:
+    parts = urlsplit(endpoint_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{parts.port}"
+    return host
+
+
+def _block_bytes(data) -> bytes | memoryview:
+    """The bytes to send for BlockData: buffers as they are (no copy), files read once."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray)):
+        return data
+    if hasattr(data, "read"):
+        content = data.read()
+        return content.encode("utf-8") if isinstance(content, str) else content
+    view = memoryview(data)
+    if not view.c_contiguous:
+        raise _exc.ParamValidationError(report="Invalid value for parameter BlockData: a "
+                                        "buffer must be C-contiguous")
+    return view.cast("B")
+
+
+def _retry_ttl(date_header: str | None, read_timeout_s: float | None) -> str | None:
+    """The ``ttl`` botocore puts in ``amz-sdk-request`` on a retry: the server's clock when it
+    answered, plus the read timeout, in the form of X-Amz-Date."""
+    if not date_header or read_timeout_s is None:
+        return None
+    try:
+        server = email.utils.parsedate_to_datetime(date_header)
+    except (TypeError, ValueError):
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=datetime.timezone.utc)
+    return (server + datetime.timedelta(seconds=read_timeout_s)).strftime("%Y%m%dT%H%M%SZ")
+
+
+class EBSClient:
+    """An EBS direct API client; build it with :func:`ebsfast.client`. Safe to share between
+    threads, as boto3's clients are."""
+
+    def __init__(self, *, region_name: str | None = None, endpoint_url: str | None = None,
+                 verify: bool | str | None = None, aws_access_key_id: str | None = None,
+                 aws_secret_access_key: str | None = None, aws_session_token: str | None = None,
+                 config: Any = None, profile_name: str | None = None, credentials: Any = None,
+                 session: Any = None, environ: dict | None = None):
+        env = os.environ if environ is None else environ
+        cfg = as_config(config)
+        if session is not None and profile_name is None:
+            profile_name = getattr(session, "profile_name", None)
+            if profile_name == "default":
+                profile_name = None
+        self._profile = load_profile_config(profile_name, environ=env)
+        if region_name is None and session is not None:
+            region_name = getattr(session, "region_name", None)
+        region = resolve_region(region_name, cfg, self._profile, environ=env)
+        if region is None:
+            raise _exc.NoRegionError()
+        url = resolve_endpoint_url(endpoint_url, region, cfg, self._profile, environ=env)
+        self._signing_region, _ = normalize_fips_region(region)
+        self._retry = make_retry_policy(cfg, profile_config=self._profile, environ=env)
+        self._transport = Transport(url, verify=verify, config=cfg, environ=env,
+                                    profile_config=self._profile)
+        try:
+            self._credentials = resolve_credentials(
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token, profile_name=profile_name,
+                credentials=credentials, session=session, environ=env)
+        except _exc.NoCredentialsError:
+            self._credentials = None  # as botocore: the first call raises NoCredentialsError
+        from .regions import partition_for_region
+
+        try:
+            partition = partition_for_region(self._signing_region).name
+        except Exception:  # noqa: BLE001 - an unknown region still has an endpoint_url
+            partition = "aws"
+        self.meta = ClientMeta(region, url, cfg, partition)
+        self.exceptions = ClientExceptions()
+        self._host = _host_header(url)
+        self._path_prefix = urlsplit(url).path.rstrip("/")
+        self._user_agent = _user_agent(cfg, self._retry.mode)
+        self._validate = cfg.parameter_validation is not False
+        self._signers: dict = {}
+        self._signer_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ebsfast.EBSClient region={self.meta.region_name} endpoint={self.meta.endpoint_url}>"
+
+    # -- credentials and signing -----------------------------------------------------------
+    def _signer(self) -> tuple[Signer, Any]:
+        if self._credentials is None:
+            raise _exc.NoCredentialsError()
+        frozen = self._credentials.get_frozen_credentials()
+        key = (frozen.access_key, frozen.secret_key, frozen.token)
+        signer = self._signers.get(key)
+        if signer is None:
+            with self._signer_lock:
+                # Credentials rotate rarely; keep only the current signer.
+                self._signers = {key: Signer(frozen.access_key, frozen.secret_key,
+                                             self._signing_region, model.SIGNING_NAME,
+                                             session_token=frozen.token)}
+                signer = self._signers[key]
+        return signer, frozen
+
+    # -- the call --------------------------------------------------------------------------
+    def _prepare(self, op: model.Operation, params: dict) -> tuple[dict, Any]:
+        params = wire.fill_idempotency_token(op, params)
+        block = None
+        has_payload = op.payload is not None and op.payload in params
+        if (op.name == "PutSnapshotBlock" and has_payload
+                and wire.is_blob(params[op.payload])
+                and not any(k in params for k in ("Checksum", "ChecksumAlgorithm",
+                                                 "DataLength"))):
+            # ebsfast's extension: the three values boto3 makes the caller compute.
+            block = _block_bytes(params[op.payload])
+            params = dict(params)
+            params["DataLength"] = len(block)
+            params["Checksum"] = base64.b64encode(sha256(block)).decode("ascii")
+            params["ChecksumAlgorithm"] = "SHA256"
+        if self._validate:
+            wire.validate(op, params)
+        if has_payload and block is None:
+            block = _block_bytes(params[op.payload])
+        if block is not None and op.name == "PutSnapshotBlock":
+            length = params.get("DataLength")
+            if isinstance(length, int) and length != len(block):
+                raise _exc.ParamValidationError(
+                    report=f"Invalid value for parameter DataLength, value: {length}: "
+                           f"BlockData holds {len(block)} bytes")
+        return params, block
+
+    def _make_api_call(self, op: model.Operation, params: dict) -> dict:
+        params, block = self._prepare(op, params)
+        path, query, op_headers, body = wire.serialize(op, params)
+        if block is not None:
+            body = block
+        target = self._path_prefix + path + ("?" + query if query else "")
+        canonical_query = query  # serialized with the same encoding botocore signs
+        call = self._retry.start(op.name)
+        invocation_id = str(uuid.uuid4())
+        ttl = None  # botocore's retry deadline, from the server's clock, once it has answered
+        while True:
+            call.before_attempt()
+            signer, _ = self._signer()
+            headers = {"Host": self._host}
+            headers.update(op_headers)
+            headers["User-Agent"] = self._user_agent
+            sign_headers = [("host", self._host)] + op_headers
+            if op.unsigned_body:
+                signed = signer.sign(op.method, self._path_prefix + path, canonical_query,
+                                     sign_headers, UNSIGNED_PAYLOAD, amz_date(),
+                                     content_sha256=True)
+            else:
+                signed = signer.sign(op.method, self._path_prefix + path, canonical_query,
+                                     sign_headers, sha256(body or b"").hex(), amz_date())
+            headers.update(signed)
+            headers["amz-sdk-invocation-id"] = invocation_id
+            # botocore learns the attempt limit when it judges the first response, so only
+            # retries carry it
+            headers["amz-sdk-request"] = (
+                "attempt=1" if call.attempt == 1
+                else f"{'ttl=' + ttl + '; ' if ttl else ''}attempt={call.attempt}; "
+                     f"max={self._retry.max_attempts}")
+            response = None
+            try:
+                logger.debug("%s %s attempt %d", op.name, op.method, call.attempt)
+                response = self._transport.send(op.method, target, headers,
+                                                body if body else None)
+                data = self._transport.read(response)
+                status = response.status
+                resp_headers = response.headers
+            except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
+                self._transport.discard(response)
+                delay = call.decide(exception=exc)
+                if delay is None:
+                    raise
+                call.sleep(delay)
+                continue
+            self._transport.discard(response)
+            if op.payload is None:  # as botocore: no deadline for streaming uploads
+                ttl = _retry_ttl(resp_headers.get("Date"), self.meta.config.read_timeout)
+            if status >= 300:
+                error = wire.parse_error(status, resp_headers, data)
+                code = error["Error"]["Code"]
+                delay = call.decide(status=status, error_code=code,
+                                    error_message=error["Error"]["Message"],
+                                    headers=resp_headers)
+                if delay is not None:
+                    call.sleep(delay)
+                    continue
+                error["ResponseMetadata"] = wire.response_metadata(status, resp_headers,
+                                                                   call.metadata())
+                raise _MODELED.get(code, _exc.ClientError)(error, op.name)
+            if op.name == "GetSnapshotBlock":
+                mismatch = self._checksum_mismatch(params, resp_headers, data)
+                if mismatch is not None:
+                    delay = call.decide(status=status, checksum_mismatch=True)
+                    if delay is None:
+                        raise mismatch
+                    call.sleep(delay)
+                    continue
+            call.after_success()
+            out = {"ResponseMetadata": wire.response_metadata(status, resp_headers,
+                                                              call.metadata())}
+            out.update(wire.parse_output(op, resp_headers, data if op.output_body else None))
+            if op.name == "GetSnapshotBlock":
+                out["BlockData"] = StreamingBody(data)
+            return out
+
+    @staticmethod
+    def _checksum_mismatch(params: dict, headers, data: bytes):
+        expected = headers.get("x-amz-Checksum")
+        algorithm = headers.get("x-amz-Checksum-Algorithm", "SHA256")
+        if not expected or algorithm.upper() != "SHA256":
+            return None
+        actual = base64.b64encode(sha256(data)).decode("ascii")
+        if actual == expected:
+            return None
+        return _exc.ChecksumMismatchError(snapshot_id=params.get("SnapshotId"),
+                                          block_index=params.get("BlockIndex"),
+                                          expected=expected, actual=actual, length=len(data))
+
+    # -- boto3's other client methods -------------------------------------------------------
+    def can_paginate(self, operation_name: str) -> bool:
+        return operation_name in PAGINATORS
+
+    def get_paginator(self, operation_name: str) -> Paginator:
+        if operation_name not in PAGINATORS:
+            raise _exc.OperationNotPageableError(operation_name=operation_name)
+        return Paginator(getattr(self, operation_name), operation_name)
+
+    @property
+    def waiter_names(self) -> list[str]:
+        return []
+
+    def get_waiter(self, waiter_name: str):
+        raise ValueError(f"Waiter does not exist: {waiter_name}")
+
+    def generate_presigned_url(self, ClientMethod: str, Params: dict | None = None,
+                               ExpiresIn: int = 3600, HttpMethod: str | None = None) -> str:
+        op = model.BY_PYTHON_NAME.get(ClientMethod)
+        if op is None:
+            raise _exc.UnknownClientMethodError(method_name=ClientMethod)
+        params, block = self._prepare(op, dict(Params or {}))
+        path, query, op_headers, _ = wire.serialize(op, params)
+        url = self.meta.endpoint_url.rstrip("/") + path + ("?" + query if query else "")
+        signer, _ = self._signer()
+        return signer.presign(HttpMethod or op.method, url, int(ExpiresIn), amz_date(),
+                              headers=[(k, v) for k, v in op_headers])
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._transport.close()
+
+    def __enter__(self) -> "EBSClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _operation_method(op: model.Operation):
+    def method(self, *args, **kwargs):
+        if args:
+            raise TypeError(f"{op.python_name}() only accepts keyword arguments.")
+        return self._make_api_call(op, kwargs)
+
+    method.__name__ = op.python_name
+    method.__qualname__ = f"EBSClient.{op.python_name}"
+    method.__doc__ = (f"{op.name}: {op.method} {op.uri}. Same arguments and response as "
+                      f"boto3's ``{op.python_name}``.")
+    return method
+
+
+for _op in model.OPERATIONS.values():
+    setattr(EBSClient, _op.python_name, _operation_method(_op))
+
+
+def client(service_name: str = "ebs", region_name: str | None = None,
+           api_version: str | None = None, use_ssl: bool = True,
+           verify: bool | str | None = None, endpoint_url: str | None = None,
+           aws_access_key_id: str | None = None, aws_secret_access_key: str | None = None,
+           aws_session_token: str | None = None, config: Any = None, *,
+           profile_name: str | None = None, credentials: Any = None,
+           session: Any = None) -> EBSClient:
+    """An EBS client, taking ``boto3.client``'s arguments (``service_name`` must be "ebs").
+
+    ebsfast additions: ``profile_name``, and ``credentials=`` (a botocore Credentials object)
+    or ``session=`` (a boto3 or botocore Session) for SSO and assume-role setups.
+    """
+    if service_name != model.SERVICE_NAME:
+        raise _exc.UnknownServiceError(service_name=service_name,
+                                       known_service_names=model.SERVICE_NAME)
+    if api_version not in (None, model.API_VERSION):
+        raise ValueError(f"api_version {api_version!r} is not available; ebsfast speaks "
+                         f"{model.API_VERSION}")
+    if endpoint_url is None and not use_ssl:
+        cfg = as_config(config)
+        region = resolve_region(region_name, cfg, None)
+        if region is not None:
+            endpoint_url = resolve_endpoint_url(None, region, cfg, None).replace("https://",
+                                                                                  "http://", 1)
+    return EBSClient(region_name=region_name, endpoint_url=endpoint_url, verify=verify,
+                     aws_access_key_id=aws_access_key_id,
+                     aws_secret_access_key=aws_secret_access_key,
+                     aws_session_token=aws_session_token, config=config,
+                     profile_name=profile_name, credentials=credentials, session=session)
