@@ -23,6 +23,10 @@ export LD_PRELOAD="$asan $ubsan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONMALLOC=malloc
+# The scratch copy has no ../shared beside it: point the SigV4 suite tests at the real one.
+if [ -d "$root/../shared/sigv4-test-suite" ]; then
+  export EBSFAST_SIGV4_SUITE="$root/../shared/sigv4-test-suite"
+fi
 # PYTHONPATH puts this scratch copy first on sys.path, in pytest and in the subprocesses tests
 # start, so the sanitized modules are the ones used.
 export PYTHONPATH="$work"

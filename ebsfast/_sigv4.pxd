@@ -132,3 +132,13 @@ cdef class Signer:
     cdef int _ensure_day(self, const char *amz_date) except -1
     cdef str _day(self, object amz_date)
     cdef str _signature(self, str amz_date, str creq)
+
+
+cdef class PreparedRequest:
+    # One request shape of one signer (method, headers, payload hash), checked once; each
+    # signature then converts only the path, query and date.
+    cdef Signer _signer
+    cdef bytes _method
+    cdef bytes _header_block
+    cdef bytes _signed_headers
+    cdef bytes _payload_hash

@@ -72,6 +72,9 @@ class Signer:
         payload_hash: str,
         amz_date: str,
     ) -> str: ...
+    def prepare(
+        self, method: str, header_block: str, signed_headers: str, payload_hash: str
+    ) -> PreparedRequest: ...
     def presign(
         self,
         method: str,
@@ -83,3 +86,15 @@ class Signer:
         payload_hash: str | None = None,
         normalize: bool = True,
     ) -> str: ...
+
+
+class PreparedRequest:
+    def __init__(
+        self,
+        signer: Signer,
+        method: str,
+        header_block: str,
+        signed_headers: str,
+        payload_hash: str,
+    ) -> None: ...
+    def authorization(self, path: str, canonical_query: str, amz_date: str) -> str: ...

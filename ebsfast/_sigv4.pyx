@@ -564,6 +564,11 @@ cdef class Signer:
         finally:
             ebs_buf_free(&out)
 
+    def prepare(self, str method not None, str header_block not None,
+                str signed_headers not None, str payload_hash not None) -> PreparedRequest:
+        """The hot path for many requests of one shape: see the twin's ``Signer.prepare``."""
+        return PreparedRequest(self, method, header_block, signed_headers, payload_hash)
+
     def presign(self, method, url, expires=3600, amz_date=None, *, headers=None,
                 payload_hash=None, bint normalize=True) -> str:
         """A presigned URL, as botocore's ``SigV4QueryAuth`` makes it."""
@@ -603,3 +608,63 @@ cdef class Signer:
             query += "&" + _encode_pairs([token_pair])
         query += f"&X-Amz-Signature={sig}"
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+cdef class PreparedRequest:
+    """``Signer.authorization`` with the method, header block, signed headers and payload hash
+    fixed and validated once (see the twin, ``ebsfast._sigv4_py.PreparedRequest``)."""
+
+    def __init__(self, Signer signer not None, str method not None, str header_block not None,
+                 str signed_headers not None, str payload_hash not None):
+        # One full call validates every fixed piece exactly as authorization() would.
+        signer.authorization(method, "/", "", header_block, signed_headers, payload_hash,
+                             amz_date())
+        self._signer = signer
+        self._method = method.encode("utf-8")
+        self._header_block = header_block.encode("utf-8")
+        self._signed_headers = signed_headers.encode("utf-8")
+        self._payload_hash = payload_hash.encode("utf-8")
+
+    def __repr__(self):
+        return f"<PreparedRequest {self._method.decode()} for {self._signer!r}>"
+
+    def __reduce__(self):
+        raise TypeError("a PreparedRequest holds a signing key and cannot be pickled")
+
+    def authorization(self, str path not None, str canonical_query not None,
+                      str amz_date not None) -> str:
+        cdef ebs_sigv4_prepared p
+        cdef Py_ssize_t n
+        cdef char stack[512]
+        cdef ebs_buf out
+        cdef int rc
+        cdef Signer signer = self._signer
+        p.amz_date = _utf8(amz_date, &n, "amz_date")
+        if n != EBS_SIGV4_AMZ_DATE_LEN:
+            raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
+        if not signer._have_key or memcmp(signer._date, p.amz_date, 8) != 0:
+            _check_date(amz_date)
+            signer._ensure_day(p.amz_date)
+        p.method = self._method
+        p.method_len = len(self._method)
+        p.path = _utf8(path, &n, "path")
+        p.path_len = n
+        p.query = _utf8(canonical_query, &n, "canonical_query")
+        p.query_len = n
+        p.header_block = self._header_block
+        p.header_block_len = len(self._header_block)
+        p.signed_headers = self._signed_headers
+        p.signed_headers_len = len(self._signed_headers)
+        p.payload_hash = self._payload_hash
+        p.payload_hash_len = len(self._payload_hash)
+        p.normalize = 1
+        ebs_buf_init(&out, stack, 512)
+        rc = ebs_sigv4_authorize_prepared(&out, &signer._c, &p)
+        try:
+            if rc != EBS_SIGV4_OK:
+                if rc == EBS_SIGV4_EDATE:
+                    raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
+                _raise(rc)
+            return _ascii_or_utf8(out.data, out.len)
+        finally:
+            ebs_buf_free(&out)

@@ -429,6 +429,14 @@ class Signer:
         return (f"{ALGORITHM} Credential={self._access_key}/{scope}, "
                 f"SignedHeaders={all_names}, Signature={sig}")
 
+    def prepare(self, method: str, header_block: str, signed_headers: str,
+                payload_hash: str) -> "PreparedRequest":
+        """The hot path for many requests of one shape (a client's GetSnapshotBlock): the
+        method, canonical header block, signed header names and payload hash are checked once;
+        each :meth:`PreparedRequest.authorization` then takes only the path, canonical query
+        and date. Same result as :meth:`authorization` with the same pieces."""
+        return PreparedRequest(self, method, header_block, signed_headers, payload_hash)
+
     def presign(
         self,
         method: str,
@@ -484,3 +492,31 @@ class Signer:
             query += "&" + _percent_encode_sequence([token_pair])
         query += f"&X-Amz-Signature={sig}"
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+class PreparedRequest:
+    """:meth:`Signer.authorization` with the request's fixed pieces bound and validated."""
+
+    __slots__ = ("_signer", "_method", "_header_block", "_signed_headers", "_payload_hash")
+
+    def __init__(self, signer: Signer, method: str, header_block: str, signed_headers: str,
+                 payload_hash: str):
+        # One full call validates every fixed piece exactly as authorization() would.
+        signer.authorization(method, "/", "", header_block, signed_headers, payload_hash,
+                             amz_date())
+        self._signer = signer
+        self._method = method
+        self._header_block = header_block
+        self._signed_headers = signed_headers
+        self._payload_hash = payload_hash
+
+    def __repr__(self) -> str:
+        return f"<PreparedRequest {self._method} for {self._signer!r}>"
+
+    def __reduce__(self):
+        raise TypeError("a PreparedRequest holds a signing key and cannot be pickled")
+
+    def authorization(self, path: str, canonical_query: str, amz_date: str) -> str:
+        return self._signer.authorization(self._method, path, canonical_query,
+                                          self._header_block, self._signed_headers,
+                                          self._payload_hash, amz_date)
