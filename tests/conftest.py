@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-pytest_plugins = ["conftest_sha256_fixtures", "conftest_sigv4_fixtures"]
+pytest_plugins = ["conftest_sha256_fixtures", "conftest_sigv4_fixtures",
+                  "conftest_http_fixtures"]
 
 NO_EXTENSIONS = os.environ.get("EBSFAST_NO_EXTENSIONS", "") not in ("", "0")
 

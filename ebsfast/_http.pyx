@@ -1,0 +1,246 @@
+# One HTTP/1.1 exchange with the response body received straight into caller memory (the C
+# reader is in _csrc/http.c). The pure-Python twin, ebsfast/_http_py.py, has the same API, is its
+# executable specification, and defines Response and the exception classes used here.
+import os
+import socket
+import ssl
+
+from cpython.buffer cimport (
+    PyBUF_SIMPLE,
+    PyBUF_WRITABLE,
+    PyBUF_WRITE,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.errno cimport ECONNRESET, EPIPE
+from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp
+
+from ebsfast._sha256 cimport ebs_sha256_setup
+
+from ebsfast._http_py import (
+    BodyTooLarge,
+    ConnectionClosed,
+    ExchangeError,
+    IncompleteBody,
+    ProtocolError,
+    Response,
+    _byte_view,
+    _max_other,
+    _timeout,
+)
+
+IMPLEMENTATION = "native"
+MAX_HEAD = EBS_HTTP_MAX_HEAD
+MAX_CHUNK_LINE = EBS_HTTP_MAX_CHUNK_LINE
+MAX_TRAILERS = EBS_HTTP_MAX_TRAILERS
+MAX_INTERIM = EBS_HTTP_MAX_INTERIM
+FIRST_HEAD_BUF = EBS_HTTP_FIRST_HEAD_BUF
+
+# Stands in for the data pointer of an empty out whose exporter gave NULL: the C reader takes a
+# NULL out to mean "no out".
+cdef uint8_t _empty_out[1]
+
+# Path selection and self-tests now, under the GIL, rather than inside the first exchange.
+ebs_sha256_setup()
+
+
+cdef int _on_signal() noexcept nogil:
+    # Runs Python's signal handlers (main thread only; elsewhere a no-op). A handler that raised
+    # leaves its exception set and the C driver returns EBS_HTTP_E_SIGNAL.
+    with gil:
+        return _check_signals()
+
+
+cdef int _reraise() except -1:
+    # The exception is already set (by a signal handler); returning -1 makes Cython raise it.
+    return -1
+
+
+cdef int _acquire(object obj, Py_buffer *view, int flags, str name) except -1:
+    try:
+        PyObject_GetBuffer(obj, view, flags)
+    except (BufferError, ValueError) as exc:  # numpy raises ValueError for non-contiguous
+        raise ValueError(f"{name} must be a C-contiguous"
+                         f"{' writable' if flags & PyBUF_WRITABLE else ''} buffer ({exc})") from None
+    except TypeError:
+        raise TypeError(f"{name} must support the buffer protocol, "
+                        f"not {type(obj).__name__}") from None
+    return 0
+
+
+cdef int _raise(ebs_http_ex *x, int rc) except -1:
+    if rc == EBS_HTTP_E_CLOSED:
+        if x.os_errno == EPIPE or (x.os_errno == ECONNRESET and x.received == 0 and
+                                   x.hbuf == NULL):
+            msg = "the connection closed while the request was being sent"
+        elif x.os_errno == ECONNRESET:
+            msg = "the connection was reset before a complete response head"
+        elif x.received:
+            msg = "the connection closed before a complete response head"
+        else:
+            msg = "the connection closed before a response arrived"
+        raise ConnectionClosed(msg, response_started=x.received > 0)
+    if rc == EBS_HTTP_E_INCOMPLETE:
+        raise IncompleteBody(x.dst_len, x.content_length
+                             if x.framing == EBS_HTTP_BODY_LENGTH else None)
+    if rc == EBS_HTTP_E_PROTOCOL:
+        raise ProtocolError(x.error.decode("ascii"))
+    if rc == EBS_HTTP_E_TOO_LARGE:
+        raise BodyTooLarge(x.error.decode("ascii"))
+    if rc == EBS_HTTP_E_TIMEOUT:
+        raise socket.timeout("timed out")
+    if rc == EBS_HTTP_E_OS:
+        raise OSError(x.os_errno, os.strerror(x.os_errno))
+    if rc == EBS_HTTP_E_NOMEM:
+        raise MemoryError()
+    if rc == EBS_HTTP_E_SIGNAL:
+        return _reraise()
+    raise SystemError(f"ebsfast._http: unexpected result {rc}")
+
+
+cdef object _response(ebs_http_ex *x):
+    cdef const char *h = <const char *>x.hbuf
+    cdef size_t i
+    headers = []
+    for i in range(x.nfields):
+        f = &x.fields[i]
+        headers.append((PyUnicode_DecodeLatin1(h + f.name_off, f.name_len, NULL),
+                        PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)))
+    reason = PyUnicode_DecodeLatin1(h + x.reason_off, x.reason_len, NULL)
+    if x.dst_is_out:
+        body = None
+        digest = PyBytes_FromStringAndSize(<char *>x.digest, 32) if x.has_digest else None
+    else:
+        body = PyBytes_FromStringAndSize(<char *>x.dst, <Py_ssize_t>x.dst_len)
+        digest = None
+    return Response(x.status, reason, headers, body, x.dst_len, digest, bool(x.keep_alive))
+
+
+cdef int _run_plain(ebs_http_ex *x, object sock, Py_buffer *hv, Py_buffer *bv, bint have_body,
+                    object timeout) except -1:
+    cdef int fd = sock.fileno()
+    cdef double t
+    cdef int rc
+    cdef const uint8_t *bp = <const uint8_t *>bv.buf if have_body else NULL
+    cdef size_t bn = <size_t>bv.len if have_body else 0
+    if fd < 0:
+        raise OSError(9, "Bad file descriptor")
+    if timeout is None:
+        timeout = sock.gettimeout()
+    t = -1.0 if timeout is None else timeout
+    with nogil:
+        rc = ebs_http_send_fd(x, fd, <const uint8_t *>hv.buf, <size_t>hv.len, bp, bn, t,
+                              _on_signal)
+        if rc == 0:
+            rc = ebs_http_run_fd(x, fd, t, _on_signal)
+    if rc != EBS_HTTP_DONE:
+        _raise(x, rc)
+    return 0
+
+
+cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
+                     object timeout) except -1:
+    # TLS (and any other socket-like object): its own sendall/recv_into do the I/O, and release
+    # the GIL inside; the C reader decides where each recv_into lands.
+    cdef uint8_t *p
+    cdef size_t n
+    cdef int rc
+    restore = timeout is not None
+    if restore:
+        old = sock.gettimeout()
+        sock.settimeout(timeout)
+    try:
+        try:
+            sock.sendall(_byte_view(head, "head"))
+            if body is not None:
+                bview = _byte_view(body, "body")
+                if len(bview):
+                    sock.sendall(bview)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ConnectionClosed("the connection closed while the request was being sent",
+                                   response_started=False) from exc
+        while True:
+            with nogil:
+                rc = ebs_http_step(x, &p, &n)
+            if rc != EBS_HTTP_WANT_READ:
+                break
+            window = PyMemoryView_FromMemory(<char *>p, <Py_ssize_t>n, PyBUF_WRITE)
+            try:
+                got = sock.recv_into(window)
+            except ConnectionResetError:
+                x.os_errno = ECONNRESET
+                rc = ebs_http_reset(x)
+                break
+            finally:
+                window.release()
+            if not 0 <= got <= <Py_ssize_t>n:
+                raise ValueError(f"recv_into returned {got} for a {n}-byte buffer")
+            ebs_http_received(x, <size_t>got)
+        if rc != EBS_HTTP_DONE:
+            _raise(x, rc)
+    finally:
+        if restore:
+            try:
+                sock.settimeout(old)
+            except OSError:
+                pass
+    return 0
+
+
+def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
+             max_other_body=1 << 20):
+    """Sends one request (``head`` is the request line, headers and blank line; ``body`` any
+    C-contiguous buffer, sent without a copy) on a connected socket and reads the response.
+
+    A 200 body goes straight into ``out`` when given (any writable C-contiguous buffer), hashed
+    with SHA-256 as it arrives when ``hash_body``; a body longer than ``out`` raises
+    ``BodyTooLarge`` before anything is written past its end. Any other body comes back as
+    ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
+    socket (time without progress, like a socket timeout); None uses the socket's own timeout.
+    On a plain socket everything after argument checks runs with the GIL released.
+    """
+    cdef Py_buffer hv
+    cdef Py_buffer bv
+    cdef Py_buffer ov
+    cdef bint have_body = False
+    cdef bint have_out = False
+    cdef ebs_http_ex *x = NULL
+    timeout = _timeout(timeout_s)
+    max_other = _max_other(max_other_body)
+    _acquire(head, &hv, PyBUF_SIMPLE, "head")
+    try:
+        if body is not None:
+            _acquire(body, &bv, PyBUF_SIMPLE, "body")
+            have_body = True
+        if out is not None:
+            _acquire(out, &ov, PyBUF_WRITABLE, "out")
+            have_out = True
+        x = <ebs_http_ex *>malloc(sizeof(ebs_http_ex))
+        if x == NULL:
+            raise MemoryError()
+        ebs_http_init(x)
+        if have_out:
+            x.out = <uint8_t *>ov.buf if ov.buf != NULL else _empty_out
+            x.out_cap = <size_t>ov.len
+        x.hash_body = bool(hash_body)
+        x.max_other = min(max_other, 1 << 63)  # past any Content-Length that parses
+        x.head_request = hv.len >= 5 and memcmp(hv.buf, b"HEAD ", 5) == 0
+        if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+            _run_plain(x, sock, &hv, &bv, have_body, timeout)
+        else:
+            _run_object(x, sock, head, body, timeout)
+        return _response(x)
+    finally:
+        if x != NULL:
+            ebs_http_release(x)
+            free(x)
+        if have_out:
+            PyBuffer_Release(&ov)
+        if have_body:
+            PyBuffer_Release(&bv)
+        PyBuffer_Release(&hv)
