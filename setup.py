@@ -48,6 +48,8 @@ def ext(name, sources):
 extensions = [
     ext("ebsfast._sha256", ["ebsfast/_sha256.pyx"] + SHA256_SOURCES),
     ext("ebsfast._sigv4", ["ebsfast/_sigv4.pyx"] + SIGV4_SOURCES + SHA256_SOURCES),
+    ext("ebsfast._http", ["ebsfast/_http.pyx", "ebsfast/_csrc/http.c"] + SHA256_SOURCES),
+    ext("ebsfast._pages", ["ebsfast/_pages.pyx", "ebsfast/_csrc/pages.c"]),
 ]
 
 # Developers may build one module while another is in progress: EBSFAST_BUILD_ONLY=_sha256
