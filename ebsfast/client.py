@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import _backend
 from . import exceptions as _exc
 from . import model, wire
 from ._version import __version__
@@ -32,7 +33,8 @@ from .paginate import PAGINATORS, Paginator
 from .regions import normalize_fips_region, resolve_endpoint_url, resolve_region
 from .response import StreamingBody
 from .retries import make_retry_policy
-from .signing import UNSIGNED_PAYLOAD, Signer, amz_date
+from .signing import UNSIGNED_PAYLOAD, Signer, amz_date, canonical_headers
+from .signing import canonical_query as _canonical_query
 from .transport import Transport
 
 logger = logging.getLogger("ebsfast.client")
@@ -146,6 +148,39 @@ def _block_bytes(data) -> bytes | memoryview:
     return view.cast("B")
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# A 10,000-entry list page is about 1.5 MB of JSON; anything far beyond that is not EBS.
+_MAX_JSON_BODY = 64 << 20
+_PAGE_KINDS = {"ListSnapshotBlocks": "blocks", "ListChangedBlocks": "changed"}
+
+
+def _http():
+    return _backend.load("http")
+
+
+def _pages():
+    return _backend.load("pages")
+
+
+def _writable_view(out) -> memoryview:
+    """A flat writable byte view of ``Out``, or ValueError/TypeError before anything is sent."""
+    if out is None:
+        raise _exc.ParamValidationError(report='Missing required parameter in input: "Out"')
+    try:
+        view = memoryview(out)
+    except TypeError:
+        raise TypeError(f"Out must be a writable buffer (numpy array, bytearray, memoryview, "
+                        f"mmap), not {type(out).__name__}") from None
+    if view.readonly:
+        raise ValueError("Out is read-only; pass a writable buffer")
+    if not view.c_contiguous:
+        raise ValueError("Out must be C-contiguous (a contiguous slice of an array)")
+    view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    if len(view) < model.BLOCK_SIZE:
+        raise ValueError(f"Out holds {len(view)} bytes; a block needs {model.BLOCK_SIZE}")
+    return view
+
+
 def _retry_ttl(date_header: str | None, read_timeout_s: float | None) -> str | None:
     """The ``ttl`` botocore puts in ``amz-sdk-request`` on a retry: the server's clock when it
     answered, plus the read timeout, in the form of X-Amz-Date."""
@@ -206,7 +241,11 @@ class EBSClient:
         self._path_prefix = urlsplit(url).path.rstrip("/")
         self._user_agent = _user_agent(cfg, self._retry.mode)
         self._validate = cfg.parameter_validation is not False
+        self._read_timeout = cfg.read_timeout
+        # The native exchange reads and writes the socket itself; urllib3 keeps the pool.
+        self._native_io = True
         self._signers: dict = {}
+        self._prepared_cache: dict = {}
         self._signer_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -227,6 +266,16 @@ class EBSClient:
                                              session_token=frozen.token)}
                 signer = self._signers[key]
         return signer, frozen
+
+    def _prepared(self, signer: Signer, method: str, payload_hash: str):
+        """The signer's prepared request for a call with no headers of its own to sign."""
+        key = (id(signer), method, payload_hash)
+        prepared = self._prepared_cache.get(key)
+        if prepared is None or prepared[0] is not signer:
+            block, names = canonical_headers([("host", self._host)])
+            prepared = (signer, signer.prepare(method, block, names, payload_hash))
+            self._prepared_cache[key] = prepared
+        return prepared[1]
 
     # -- the call --------------------------------------------------------------------------
     def _prepare(self, op: model.Operation, params: dict) -> tuple[dict, Any]:
@@ -255,56 +304,65 @@ class EBSClient:
                            f"BlockData holds {len(block)} bytes")
         return params, block
 
-    def _make_api_call(self, op: model.Operation, params: dict) -> dict:
+    def _make_api_call(self, op: model.Operation, params: dict, *, out=None,
+                       verify: bool = True, raw: bool = False) -> dict:
+        """One API call with retries. ``out``: GetSnapshotBlock's body goes straight into this
+        writable byte view (``get_snapshot_block_into``). ``raw``: the JSON body is returned
+        unparsed under ``"Body"`` (columnar listing)."""
         params, block = self._prepare(op, params)
         path, query, op_headers, body = wire.serialize(op, params)
         if block is not None:
             body = block
         target = self._path_prefix + path + ("?" + query if query else "")
-        canonical_query = query  # serialized with the same encoding botocore signs
+        # the query as sent (in argument order, as botocore sends it), sorted for signing
+        canonical_query = _canonical_query(query) if "&" in query else query
+        payload_hash = UNSIGNED_PAYLOAD if op.unsigned_body else sha256(body or b"").hex()
+        is_get = op.name == "GetSnapshotBlock"
+        if is_get and out is None:
+            out = memoryview(bytearray(model.BLOCK_SIZE))
         call = self._retry.start(op.name)
         invocation_id = str(uuid.uuid4())
-        ttl = None  # botocore's retry deadline, from the server's clock, once it has answered
+        served_date = None  # the server's Date, for botocore's retry ttl
+        fixed = [("Host", self._host)] + op_headers + [("User-Agent", self._user_agent)]
+        sign_path = self._path_prefix + path
         while True:
             call.before_attempt()
-            signer, _ = self._signer()
-            headers = {"Host": self._host}
-            headers.update(op_headers)
-            headers["User-Agent"] = self._user_agent
-            sign_headers = [("host", self._host)] + op_headers
-            if op.unsigned_body:
-                signed = signer.sign(op.method, self._path_prefix + path, canonical_query,
-                                     sign_headers, UNSIGNED_PAYLOAD, amz_date(),
-                                     content_sha256=True)
+            signer, frozen = self._signer()
+            date = amz_date()
+            headers = list(fixed)
+            if op_headers or op.unsigned_body:
+                headers += signer.sign(op.method, sign_path, canonical_query,
+                                       [("host", self._host)] + op_headers, payload_hash, date,
+                                       content_sha256=op.unsigned_body).items()
             else:
-                signed = signer.sign(op.method, self._path_prefix + path, canonical_query,
-                                     sign_headers, sha256(body or b"").hex(), amz_date())
-            headers.update(signed)
-            headers["amz-sdk-invocation-id"] = invocation_id
+                # No per-call headers to sign: the prepared hot path (same signature).
+                headers.append(("X-Amz-Date", date))
+                if frozen.token:
+                    headers.append(("X-Amz-Security-Token", frozen.token))
+                headers.append(("Authorization", self._prepared(signer, op.method, payload_hash)
+                                .authorization(sign_path, canonical_query, date)))
+            headers.append(("amz-sdk-invocation-id", invocation_id))
             # botocore learns the attempt limit when it judges the first response, so only
-            # retries carry it
-            headers["amz-sdk-request"] = (
-                "attempt=1" if call.attempt == 1
-                else f"{'ttl=' + ttl + '; ' if ttl else ''}attempt={call.attempt}; "
-                     f"max={self._retry.max_attempts}")
-            response = None
+            # retries carry it, and a ttl once the server has answered
+            if call.attempt == 1:
+                headers.append(("amz-sdk-request", "attempt=1"))
+            else:
+                ttl = _retry_ttl(served_date, self._read_timeout)
+                headers.append(("amz-sdk-request", f"{'ttl=' + ttl + '; ' if ttl else ''}"
+                                f"attempt={call.attempt}; max={self._retry.max_attempts}"))
+            logger.debug("%s %s attempt %d", op.name, op.method, call.attempt)
             try:
-                logger.debug("%s %s attempt %d", op.name, op.method, call.attempt)
-                response = self._transport.send(op.method, target, headers,
-                                                body if body else None)
-                data = self._transport.read(response)
-                status = response.status
-                resp_headers = response.headers
+                status, resp_headers, data, digest, length = self._exchange(
+                    op.method, target, headers, body, out if is_get else None,
+                    hash_body=is_get and verify)
             except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
-                self._transport.discard(response)
                 delay = call.decide(exception=exc)
                 if delay is None:
                     raise
                 call.sleep(delay)
                 continue
-            self._transport.discard(response)
             if op.payload is None:  # as botocore: no deadline for streaming uploads
-                ttl = _retry_ttl(resp_headers.get("Date"), self.meta.config.read_timeout)
+                served_date = resp_headers.get("date")
             if status >= 300:
                 error = wire.parse_error(status, resp_headers, data)
                 code = error["Error"]["Code"]
@@ -317,34 +375,144 @@ class EBSClient:
                 error["ResponseMetadata"] = wire.response_metadata(status, resp_headers,
                                                                    call.metadata())
                 raise _MODELED.get(code, _exc.ClientError)(error, op.name)
-            if op.name == "GetSnapshotBlock":
-                mismatch = self._checksum_mismatch(params, resp_headers, data)
+            if is_get:
+                mismatch = self._checksum_mismatch(params, resp_headers, digest, length,
+                                                   verify)
                 if mismatch is not None:
+                    # Bytes that failed their checksum never stay where a caller may use them.
+                    out[:length] = bytes(length)
                     delay = call.decide(status=status, checksum_mismatch=True)
                     if delay is None:
                         raise mismatch
                     call.sleep(delay)
                     continue
             call.after_success()
-            out = {"ResponseMetadata": wire.response_metadata(status, resp_headers,
-                                                              call.metadata())}
-            out.update(wire.parse_output(op, resp_headers, data if op.output_body else None))
-            if op.name == "GetSnapshotBlock":
-                out["BlockData"] = StreamingBody(data)
-            return out
+            result = {"ResponseMetadata": wire.response_metadata(status, resp_headers,
+                                                                 call.metadata())}
+            if raw:
+                result["Body"] = data
+                return result
+            if op.output_body and data:
+                parsed = self._parse_body(op, data)
+                result.update(wire.parse_output(op, resp_headers, None))
+                result.update(parsed)
+            else:
+                result.update(wire.parse_output(op, resp_headers, None))
+            if is_get:
+                result["_length"] = length
+            return result
+
+    def _parse_body(self, op: model.Operation, data: bytes) -> dict:
+        kind = _PAGE_KINDS.get(op.name)
+        if kind is None:
+            return wire.parse_output(op, {}, data)
+        page = _pages().parse_page(data, kind)
+        if "ExpiryTime" in page:
+            page["ExpiryTime"] = wire.parse_timestamp(page["ExpiryTime"])
+        return page
+
+    def _exchange(self, method: str, target: str, headers: list, body, out, *,
+                  hash_body: bool):
+        """One HTTP request/response: ``(status, headers, body bytes, digest, length)``, the
+        headers a dict with lower-case names. With ``out``, a 200 body lands in ``out`` (and
+        ``digest`` is its SHA-256 when ``hash_body``); other bodies come back as bytes."""
+        checked_out = self._transport.checkout() if self._native_io else None
+        if checked_out is None:
+            return self._exchange_urllib3(method, target, headers, body, out, hash_body)
+        pool, conn = checked_out
+        parts = [f"{method} {target} HTTP/1.1\r\n"]
+        parts += [f"{k}: {v}\r\n" for k, v in headers]
+        parts.append("Accept-Encoding: identity\r\n")
+        if body or method in _BODY_METHODS:
+            parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
+        parts.append("\r\n")
+        head = "".join(parts).encode("latin-1")
+        http = _http()
+        reusable = False
+        try:
+            r = http.exchange(conn.sock, head, body if body else None, out,
+                              timeout_s=self._read_timeout, hash_body=hash_body,
+                              max_other_body=_MAX_JSON_BODY)
+            reusable = r.keep_alive
+        except TimeoutError as e:
+            raise _exc.ReadTimeoutError(endpoint_url=self.meta.endpoint_url, error=e) from e
+        except http.IncompleteBody as e:
+            if out is not None:
+                out[:] = bytes(len(out))  # nothing half-written stays behind
+            raise _exc.ResponseStreamingError(error=e) from e
+        except (http.ConnectionClosed, ConnectionError) as e:
+            raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
+                                             error=e) from e
+        except (http.ProtocolError, http.BodyTooLarge) as e:
+            raise _exc.HTTPClientError(error=e) from e
+        except OSError as e:
+            raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
+                                             error=e) from e
+        finally:
+            self._transport.checkin(pool, conn, reusable)
+        lower: dict[str, str] = {}
+        for k, v in r.headers:
+            lk = k.lower()
+            lower[lk] = f"{lower[lk]}, {v}" if lk in lower else v
+        return r.status, lower, r.body, r.digest, r.body_length
+
+    def _exchange_urllib3(self, method, target, headers, body, out, hash_body):
+        """The same exchange through urllib3's request path (used behind an HTTP proxy)."""
+        response = None
+        try:
+            response = self._transport.send(method, target, dict(headers), body or None)
+            data = self._transport.read(response)
+            status = response.status
+            lower = {k.lower(): v for k, v in response.headers.items()}
+        finally:
+            self._transport.discard(response)
+        if out is not None and status == 200:
+            if len(data) > len(out):
+                raise _exc.HTTPClientError(error=f"a block of {len(data)} bytes does not fit "
+                                           f"the {len(out)}-byte destination")
+            out[:len(data)] = data
+            return status, lower, None, sha256(data) if hash_body else None, len(data)
+        return status, lower, data, None, len(data)
 
     @staticmethod
-    def _checksum_mismatch(params: dict, headers, data: bytes):
-        expected = headers.get("x-amz-Checksum")
-        algorithm = headers.get("x-amz-Checksum-Algorithm", "SHA256")
-        if not expected or algorithm.upper() != "SHA256":
+    def _checksum_mismatch(params: dict, headers: dict, digest: bytes | None, length: int,
+                           verify: bool):
+        if not verify:
             return None
-        actual = base64.b64encode(sha256(data)).decode("ascii")
+        expected = headers.get("x-amz-checksum")
+        algorithm = headers.get("x-amz-checksum-algorithm", "SHA256")
+        if not expected or algorithm.upper() != "SHA256" or digest is None:
+            return None
+        actual = base64.b64encode(digest).decode("ascii")
         if actual == expected:
             return None
         return _exc.ChecksumMismatchError(snapshot_id=params.get("SnapshotId"),
                                           block_index=params.get("BlockIndex"),
-                                          expected=expected, actual=actual, length=len(data))
+                                          expected=expected, actual=actual, length=length)
+
+    # -- ebsfast's own calls -------------------------------------------------------------------
+    def get_snapshot_block_into(self, *args, SnapshotId=None, BlockIndex=None, BlockToken=None,
+                                Out=None, VerifyChecksum: bool = True, **kwargs) -> dict:
+        """GetSnapshotBlock with the block written straight into ``Out`` (a writable,
+        contiguous buffer of at least 524288 bytes: a numpy array or a slice of one, a
+        bytearray, a memoryview, an mmap), no intermediate bytes, the GIL released while bytes
+        move and are hashed. Returns boto3's response dict without ``BlockData``. With
+        ``VerifyChecksum`` (the default) the block is checked against ``x-amz-Checksum``; a
+        mismatch is retried, and once retries run out the bytes written are zeroed and
+        ``ChecksumMismatchError`` is raised."""
+        if args:
+            raise TypeError("get_snapshot_block_into() only accepts keyword arguments.")
+        if kwargs:
+            raise _exc.ParamValidationError(report="\n".join(
+                f'Unknown parameter in input: "{k}", must be one of: SnapshotId, BlockIndex, '
+                f"BlockToken, Out, VerifyChecksum" for k in kwargs))
+        view = _writable_view(Out)
+        params = {k: v for k, v in (("SnapshotId", SnapshotId), ("BlockIndex", BlockIndex),
+                                    ("BlockToken", BlockToken)) if v is not None}
+        result = self._make_api_call(model.OPERATIONS["GetSnapshotBlock"], params, out=view,
+                                     verify=bool(VerifyChecksum))
+        result.pop("_length", None)
+        return result
 
     # -- boto3's other client methods -------------------------------------------------------
     def can_paginate(self, operation_name: str) -> bool:
@@ -353,7 +521,12 @@ class EBSClient:
     def get_paginator(self, operation_name: str) -> Paginator:
         if operation_name not in PAGINATORS:
             raise _exc.OperationNotPageableError(operation_name=operation_name)
-        return Paginator(getattr(self, operation_name), operation_name)
+        op = model.BY_PYTHON_NAME[operation_name]
+
+        def raw(**params):
+            return self._make_api_call(op, params, raw=True)["Body"]
+
+        return Paginator(getattr(self, operation_name), operation_name, raw)
 
     @property
     def waiter_names(self) -> list[str]:
@@ -386,10 +559,19 @@ class EBSClient:
 
 
 def _operation_method(op: model.Operation):
-    def method(self, *args, **kwargs):
-        if args:
-            raise TypeError(f"{op.python_name}() only accepts keyword arguments.")
-        return self._make_api_call(op, kwargs)
+    if op.name == "GetSnapshotBlock":
+        def method(self, *args, **kwargs):
+            if args:
+                raise TypeError(f"{op.python_name}() only accepts keyword arguments.")
+            view = memoryview(bytearray(model.BLOCK_SIZE))
+            result = self._make_api_call(op, kwargs, out=view)
+            result["BlockData"] = StreamingBody(view[:result.pop("_length")])
+            return result
+    else:
+        def method(self, *args, **kwargs):
+            if args:
+                raise TypeError(f"{op.python_name}() only accepts keyword arguments.")
+            return self._make_api_call(op, kwargs)
 
     method.__name__ = op.python_name
     method.__qualname__ = f"EBSClient.{op.python_name}"

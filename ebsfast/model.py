@@ -14,6 +14,8 @@ SIGNING_NAME = "ebs"
 SERVICE_ID = "EBS"
 ENDPOINT_PREFIX = "ebs"
 
+BLOCK_SIZE = 524288  # bytes in every EBS snapshot block
+
 SNAPSHOT_ID = {"type": "string", "min": 1, "max": 64, "pattern": r"^snap-[0-9a-f]+$"}
 TOKEN = {"type": "string", "max": 256, "pattern": r"^[A-Za-z0-9+/=]+$"}
 CHECKSUM = {"type": "string", "max": 64, "pattern": r"^[A-Za-z0-9+/=]+$"}

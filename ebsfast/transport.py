@@ -393,6 +393,41 @@ class Transport:
         logger.debug("Exception received when sending urllib3 HTTP request", exc_info=e)
         return _exc.HTTPClientError(error=e)
 
+    # -- connections for the native exchange -----------------------------------------------
+    def checkout(self):
+        """``(pool, connection)``: a connected urllib3 connection to the endpoint, taken from
+        its pool for ebsfast's native exchange (which writes the request and reads the body
+        itself, straight from the socket). None when the route needs urllib3's own request
+        path (an HTTP proxy, which wants absolute request targets). Give it back with
+        :meth:`checkin`. TLS, proxies (CONNECT tunnels), pool limits and the connection's
+        life stay urllib3's."""
+        scheme, host, port = self._endpoint_key
+        route = self._route(scheme, host or "", port, self._endpoint_base,
+                            self._endpoint_prefix)
+        if route.absolute_target:
+            return None
+        pool = route.pool
+        # urllib3 drops a connection the server closed while it sat in the pool.
+        conn = pool._get_conn()
+        try:
+            if conn.sock is None:
+                conn.connect()
+            conn.sock.settimeout(self.timeout.read_timeout)
+        except Exception as e:
+            conn.close()
+            pool._put_conn(conn)
+            raise self._map_send_error(e, route, self._endpoint_base) from e
+        return pool, conn
+
+    @staticmethod
+    def checkin(pool, conn, reusable: bool) -> None:
+        """Return a connection from :meth:`checkout`; one whose exchange did not finish cleanly
+        (any error, a body not read whole, ``Connection: close``) is closed first, so the pool
+        never hands it out again."""
+        if not reusable:
+            conn.close()
+        pool._put_conn(conn)
+
     # -- bodies -------------------------------------------------------------------------------
     @contextmanager
     def body_errors(self, response: urllib3.BaseHTTPResponse) -> Iterator[None]:

@@ -12,6 +12,7 @@ import uuid
 from urllib.parse import quote
 
 from . import model
+from .signing import uri_encode as _uri_encode
 from .exceptions import ParamValidationError
 
 _SAFE = "-._~"  # botocore's percent_encode keeps exactly the RFC 3986 unreserved set
@@ -35,10 +36,13 @@ _NESTED = {
 
 
 def percent_encode(value) -> str:
+    """botocore's percent_encode: UTF-8, every byte but A-Z a-z 0-9 - . _ ~ as %XX."""
+    if type(value) is int:
+        return str(value)
     if not isinstance(value, (str, bytes)):
         value = str(value)
     if isinstance(value, str):
-        value = value.encode("utf-8")
+        return _uri_encode(value)  # the signer's C encoder: the same rule, faster
     return quote(value, safe=_SAFE)
 
 

@@ -1,0 +1,338 @@
+"""The fast data path: blocks straight from the socket into caller memory, and back."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
+import tracemalloc
+from unittest import mock
+
+import numpy as np
+import pytest
+
+import ebsfast
+from ebsfast import exceptions as exc
+from ebsfast.testing import BLOCK_SIZE, EBSServer
+
+N_BLOCKS = 6
+
+
+def block(seed: int) -> bytes:
+    unit = hashlib.sha256(seed.to_bytes(8, "little")).digest()
+    return unit * (BLOCK_SIZE // 32)
+
+
+def client_for(server, **cfg):
+    return ebsfast.client("ebs", endpoint_url=server.endpoint_url, region_name=server.region,
+                          aws_access_key_id=server.access_key,
+                          aws_secret_access_key=server.secret_key,
+                          verify=server.ca_file if server.tls else None,
+                          config=ebsfast.Config(**cfg) if cfg else None)
+
+
+@pytest.fixture(scope="module", params=["http", "https"])
+def setup(request):
+    with EBSServer(tls=request.param == "https") as s:
+        c = client_for(s, retries={"mode": "standard", "total_max_attempts": 6},
+                       read_timeout=2, max_pool_connections=16)
+        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+        blocks = {i: block(1000 + i) for i in range(N_BLOCKS)}
+        for i, d in blocks.items():
+            c.put_snapshot_block(SnapshotId=snap, BlockIndex=i, BlockData=d)
+        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=N_BLOCKS)
+        tokens = {b["BlockIndex"]: b["BlockToken"]
+                  for b in c.list_snapshot_blocks(SnapshotId=snap)["Blocks"]}
+        yield s, c, snap, blocks, tokens
+
+
+@pytest.mark.parametrize("offset", [0, 1, 7, 4096 + 3, BLOCK_SIZE - 1])
+def test_bytes_land_exactly_and_neighbours_untouched(setup, offset):
+    s, c, snap, blocks, tokens = setup
+    big = np.full(3 * BLOCK_SIZE, 0xA5, dtype=np.uint8)
+    r = c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=2, BlockToken=tokens[2],
+                                  Out=big[offset:offset + BLOCK_SIZE])
+    assert r["DataLength"] == BLOCK_SIZE and "BlockData" not in r
+    assert big[offset:offset + BLOCK_SIZE].tobytes() == blocks[2]
+    assert (big[:offset] == 0xA5).all() and (big[offset + BLOCK_SIZE:] == 0xA5).all()
+    assert r["Checksum"] == base64.b64encode(hashlib.sha256(blocks[2]).digest()).decode()
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: bytearray(n), lambda n: memoryview(bytearray(n)),
+    lambda n: np.empty(n // 8, dtype=np.uint64), lambda n: np.zeros((2, n // 2), np.uint8),
+])
+def test_out_kinds_and_larger_out(setup, make):
+    s, c, snap, blocks, tokens = setup
+    out = make(BLOCK_SIZE + 4096 if not isinstance(make(8), np.ndarray) else BLOCK_SIZE)
+    c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=1, BlockToken=tokens[1], Out=out)
+    assert memoryview(out).cast("B")[:BLOCK_SIZE].tobytes() == blocks[1]
+
+
+def test_bad_out_is_refused_before_any_request(setup):
+    s, c, snap, blocks, tokens = setup
+    before = s.requests_served
+    args = dict(SnapshotId=snap, BlockIndex=0, BlockToken=tokens[0])
+    with pytest.raises(ValueError, match="read-only"):
+        c.get_snapshot_block_into(Out=bytes(BLOCK_SIZE), **args)
+    with pytest.raises(ValueError, match="524288"):
+        c.get_snapshot_block_into(Out=bytearray(BLOCK_SIZE - 1), **args)
+    with pytest.raises(ValueError, match="contiguous"):
+        c.get_snapshot_block_into(Out=np.zeros(2 * BLOCK_SIZE, np.uint8)[::2], **args)
+    with pytest.raises(TypeError, match="writable buffer"):
+        c.get_snapshot_block_into(Out=object(), **args)
+    with pytest.raises(exc.ParamValidationError):
+        c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, Out=bytearray(BLOCK_SIZE))
+    with pytest.raises(TypeError, match="keyword"):
+        c.get_snapshot_block_into(snap)
+    assert s.requests_served == before
+
+
+def test_get_snapshot_block_reads_through_the_same_path(setup):
+    s, c, snap, blocks, tokens = setup
+    r = c.get_snapshot_block(SnapshotId=snap, BlockIndex=3, BlockToken=tokens[3])
+    assert r["BlockData"].read() == blocks[3]
+
+
+def test_without_verification(setup):
+    s, c, snap, blocks, tokens = setup
+    out = np.empty(BLOCK_SIZE, np.uint8)
+    c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=4, BlockToken=tokens[4], Out=out,
+                              VerifyChecksum=False)
+    assert out.tobytes() == blocks[4]
+
+
+def test_many_threads_one_client(setup):
+    s, c, snap, blocks, tokens = setup
+    big = np.zeros((32, BLOCK_SIZE), np.uint8)
+    errors = []
+
+    def work(row):
+        try:
+            i = row % N_BLOCKS
+            c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=i, BlockToken=tokens[i],
+                                      Out=big[row])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for row in range(32):
+        assert big[row].tobytes() == blocks[row % N_BLOCKS]
+
+
+def test_no_block_sized_allocation_per_call(setup):
+    s, c, snap, blocks, tokens = setup
+    out = np.empty(BLOCK_SIZE, np.uint8)
+    args = dict(SnapshotId=snap, BlockIndex=0, BlockToken=tokens[0], Out=out)
+    c.get_snapshot_block_into(**args)  # warm: connections, caches
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            c.get_snapshot_block_into(**args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < BLOCK_SIZE // 4, peak  # no block-sized bytes object was made
+    assert out.tobytes() == blocks[0]
+
+
+@pytest.fixture(scope="module")
+def server_process():
+    """A server in its own process, so tracemalloc sees the client's allocations alone."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    proc = subprocess.Popen([sys.executable, "-m", "ebsfast.testing", "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    info = {}
+    while "aws_secret_access_key" not in info:
+        line = proc.stdout.readline()
+        assert line, "the server exited before printing its endpoint"
+        k, _, v = line.strip().partition("=")
+        info[k] = v
+    yield SimpleNamespace(endpoint_url=info["endpoint_url"], region=info["region"],
+                          access_key=info["aws_access_key_id"],
+                          secret_key=info["aws_secret_access_key"], tls=False, ca_file=None)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_put_sends_from_the_callers_buffer(server_process):
+    c = client_for(server_process)
+    snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+    data = np.frombuffer(block(77), dtype=np.uint8).copy()
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    args = dict(SnapshotId=snap, BlockIndex=0, BlockData=data, DataLength=BLOCK_SIZE,
+                Checksum=checksum, ChecksumAlgorithm="SHA256")
+    c.put_snapshot_block(**args)
+    tracemalloc.start()
+    try:
+        c.put_snapshot_block(**args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < BLOCK_SIZE // 4, peak  # the block was sent from `data`, not a copy
+    c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
+    t = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+    out = np.empty(BLOCK_SIZE, np.uint8)
+    c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=t, Out=out)
+    assert (out == data).all()
+
+
+def test_get_allocates_nothing_block_sized_in_the_client(server_process):
+    c = client_for(server_process)
+    snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+    c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=block(3))
+    c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
+    t = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+    out = np.empty(BLOCK_SIZE, np.uint8)
+    args = dict(SnapshotId=snap, BlockIndex=0, BlockToken=t, Out=out)
+    c.get_snapshot_block_into(**args)
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            c.get_snapshot_block_into(**args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < BLOCK_SIZE // 4, peak
+    assert out.tobytes() == block(3)
+
+
+# -- faults --------------------------------------------------------------------------------
+
+@pytest.fixture()
+def faulty():
+    with EBSServer() as s:
+        c = client_for(s, retries={"mode": "standard", "total_max_attempts": 5}, read_timeout=1)
+        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+        d = block(5)
+        c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=d)
+        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
+        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        with mock.patch.object(c._retry, "_sleep", lambda _: None):
+            yield s, c, snap, d, token
+
+
+@pytest.mark.parametrize("knob", ["reset_rate", "truncate_rate", "corrupt_rate"])
+def test_faults_retry_to_the_right_bytes(faulty, knob):
+    s, c, snap, d, token = faulty
+    s.set_faults(**{knob: 0.5, "seed": 5})
+    retries = 0
+    for _ in range(8):
+        out = np.zeros(BLOCK_SIZE, np.uint8)
+        r = c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token, Out=out)
+        assert out.tobytes() == d
+        retries += r["ResponseMetadata"]["RetryAttempts"]
+    assert retries > 0
+
+
+@pytest.mark.parametrize("knob,error", [
+    ("reset_rate", (exc.ResponseStreamingError, exc.ConnectionClosedError)),
+    ("truncate_rate", (exc.ResponseStreamingError, exc.ConnectionClosedError)),
+    ("corrupt_rate", exc.ChecksumMismatchError),
+])
+def test_exhausted_faults_leave_no_unverified_bytes(faulty, knob, error):
+    s, c, snap, d, token = faulty
+    s.set_faults(**{knob: 1.0})
+    out = np.full(BLOCK_SIZE, 0x5A, np.uint8)
+    accepted = s.connections_accepted
+    with pytest.raises(error):
+        c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token, Out=out)
+    # whatever arrived was wiped: nothing in Out passes for the block
+    assert out.tobytes() != d
+    assert not (out[: BLOCK_SIZE // 3] == np.frombuffer(d[: BLOCK_SIZE // 3], np.uint8)).all()
+    if knob != "corrupt_rate":
+        assert s.connections_accepted - accepted >= 4  # no broken connection went back
+    s.set_faults(**{knob: 0.0})
+    c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token, Out=out)
+    assert out.tobytes() == d
+
+
+def test_stall_is_a_read_timeout(faulty):
+    s, c, snap, d, token = faulty
+    s.set_faults(stall_rate=1.0, stall_s=3.0, operations={"GetSnapshotBlock"})
+    one = client_for(s, retries={"total_max_attempts": 1}, read_timeout=0.3)
+    with pytest.raises(exc.ReadTimeoutError):
+        one.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token,
+                                    Out=bytearray(BLOCK_SIZE))
+    s.set_faults(stall_rate=0.0)
+
+
+# -- a short last block (an image whose size is not a multiple of 512 KiB) -------------------
+
+def test_short_block_from_a_minimal_server():
+    data = block(9)[:4096 + 11]
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nx-amzn-RequestId: r-1\r\nContent-Type: "
+                b"application/octet-stream\r\nx-amz-Data-Length: " + str(len(data)).encode() +
+                b"\r\nx-amz-Checksum: " + checksum.encode() +
+                b"\r\nx-amz-Checksum-Algorithm: SHA256\r\nContent-Length: " +
+                str(len(data)).encode() + b"\r\n\r\n" + data)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = ebsfast.client("ebs", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                       aws_access_key_id="a", aws_secret_access_key="b")
+    out = np.full(BLOCK_SIZE, 0x77, np.uint8)
+    r = c.get_snapshot_block_into(SnapshotId="snap-1", BlockIndex=0, BlockToken="t", Out=out)
+    t.join(5)
+    listener.close()
+    assert r["DataLength"] == len(data)
+    assert out[:len(data)].tobytes() == data and (out[len(data):] == 0x77).all()
+
+
+# -- columnar listing --------------------------------------------------------------------------
+
+def test_columns_match_the_dict_pages():
+    with EBSServer() as s:
+        c = client_for(s)
+        parent = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+        zero = bytes(BLOCK_SIZE)
+        for i in range(0, 500, 2):
+            c.put_snapshot_block(SnapshotId=parent, BlockIndex=i, BlockData=zero)
+        c.complete_snapshot(SnapshotId=parent, ChangedBlocksCount=250)
+        child = c.start_snapshot(VolumeSize=1, ParentSnapshotId=parent)["SnapshotId"]
+        for i in list(range(0, 40, 2)) + [1001, 1003]:
+            c.put_snapshot_block(SnapshotId=child, BlockIndex=i, BlockData=block(i))
+        c.complete_snapshot(SnapshotId=child, ChangedBlocksCount=22)
+
+        pag = c.get_paginator("list_snapshot_blocks")
+        cols = pag.paginate(SnapshotId=parent, PaginationConfig={"PageSize": 100}).columns()
+        full = pag.paginate(SnapshotId=parent,
+                            PaginationConfig={"PageSize": 100}).build_full_result()
+        assert cols.indexes.dtype == np.int64
+        assert cols.indexes.tolist() == [b["BlockIndex"] for b in full["Blocks"]]
+        assert len(cols) == 250 and cols.volume_size == 1 and cols.block_size == BLOCK_SIZE
+        # tokens from the columns are valid tokens: read a block with one
+        out = np.empty(BLOCK_SIZE, np.uint8)
+        c.get_snapshot_block_into(SnapshotId=parent, BlockIndex=int(cols.indexes[3]),
+                                  BlockToken=cols.tokens[3], Out=out)
+        assert out.tobytes() == zero
+        some = pag.paginate(SnapshotId=parent,
+                            PaginationConfig={"PageSize": 100, "MaxItems": 130}).columns()
+        assert some.indexes.tolist() == list(range(0, 260, 2))
+
+        changed = c.get_paginator("list_changed_blocks").paginate(
+            FirstSnapshotId=parent, SecondSnapshotId=child,
+            PaginationConfig={"PageSize": 100}).columns()
+        assert changed.indexes.tolist() == list(range(0, 40, 2)) + [1001, 1003]
+        assert changed.n_changed == 20 and changed.n_added == 2 and changed.n_removed == 0
