@@ -16,9 +16,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_client  # noqa: E402
+import bench_exchange  # noqa: E402
+import bench_pages  # noqa: E402
 import bench_server  # noqa: E402
 import bench_sha256  # noqa: E402
 import bench_sigv4  # noqa: E402
+
+# group name -> rows; each group runs its peer in the same run
+GROUPS = {
+    "sha256": lambda: bench_sha256.run(),
+    "sigv4": lambda: bench_sigv4.run(),
+    "server": lambda: bench_server.run(),
+    "exchange": lambda: bench_exchange.run(),
+    "pages": lambda: bench_pages.run(),
+    "client": lambda: bench_client.run(tls=False),
+    "client-https": lambda: bench_client.run(tls=True),
+}
 
 
 def _fmt(v):
@@ -32,18 +46,16 @@ def _fmt(v):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--only", choices=["sha256", "sigv4", "server"], help="run one group")
+    ap.add_argument("--only", choices=sorted(GROUPS), action="append",
+                    help="run only this group (repeatable)")
     args = ap.parse_args(argv)
 
     import ebsfast
 
     rows = []
-    if args.only in (None, "sha256"):
-        rows += [dict(r, group="sha256") for r in bench_sha256.run()]
-    if args.only in (None, "sigv4"):
-        rows += [dict(r, group="sigv4") for r in bench_sigv4.run()]
-    if args.only in (None, "server"):
-        rows += [dict(r, group="server") for r in bench_server.run()]
+    for name, fn in GROUPS.items():
+        if args.only is None or name in args.only:
+            rows += [dict(r, group=name) for r in fn()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
