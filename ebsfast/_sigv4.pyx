@@ -525,15 +525,6 @@ cdef class Signer:
         ``ebsfast._sigv4_py.Signer.authorization`` for what each piece is."""
         cdef ebs_sigv4_prepared p
         cdef Py_ssize_t n
-        cdef char stack[512]
-        cdef ebs_buf out
-        cdef int rc
-        p.amz_date = _utf8(amz_date, &n, "amz_date")
-        if n != EBS_SIGV4_AMZ_DATE_LEN:
-            raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
-        if not self._have_key or memcmp(self._date, p.amz_date, 8) != 0:
-            _check_date(amz_date)
-            self._ensure_day(p.amz_date)
         p.method = _utf8(method, &n, "method")
         p.method_len = n
         p.path = _utf8(path, &n, "path")
@@ -546,23 +537,7 @@ cdef class Signer:
         p.signed_headers_len = n
         p.payload_hash = _utf8(payload_hash, &n, "payload_hash")
         p.payload_hash_len = n
-        p.normalize = 1
-        ebs_buf_init(&out, stack, 512)
-        rc = ebs_sigv4_authorize_prepared(&out, &self._c, &p)
-        try:
-            if rc != EBS_SIGV4_OK:
-                if rc == EBS_SIGV4_EDATE:
-                    raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
-                if rc == EBS_SIGV4_EMETHOD:
-                    raise ValueError(f"HTTP method {method!r} is not an HTTP token")
-                if rc == EBS_SIGV4_EINVAL:
-                    raise ValueError("header_block / signed_headers are not canonical "
-                                     "(CR, unterminated line, or x-amz-date / "
-                                     "x-amz-security-token inside)")
-                _raise(rc)
-            return _ascii_or_utf8(out.data, out.len)
-        finally:
-            ebs_buf_free(&out)
+        return _authorize(self, &p, amz_date, method)
 
     def prepare(self, str method not None, str header_block not None,
                 str signed_headers not None, str payload_hash not None) -> PreparedRequest:
@@ -635,16 +610,6 @@ cdef class PreparedRequest:
                       str amz_date not None) -> str:
         cdef ebs_sigv4_prepared p
         cdef Py_ssize_t n
-        cdef char stack[512]
-        cdef ebs_buf out
-        cdef int rc
-        cdef Signer signer = self._signer
-        p.amz_date = _utf8(amz_date, &n, "amz_date")
-        if n != EBS_SIGV4_AMZ_DATE_LEN:
-            raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
-        if not signer._have_key or memcmp(signer._date, p.amz_date, 8) != 0:
-            _check_date(amz_date)
-            signer._ensure_day(p.amz_date)
         p.method = self._method
         p.method_len = len(self._method)
         p.path = _utf8(path, &n, "path")
@@ -657,14 +622,35 @@ cdef class PreparedRequest:
         p.signed_headers_len = len(self._signed_headers)
         p.payload_hash = self._payload_hash
         p.payload_hash_len = len(self._payload_hash)
-        p.normalize = 1
-        ebs_buf_init(&out, stack, 512)
-        rc = ebs_sigv4_authorize_prepared(&out, &signer._c, &p)
-        try:
-            if rc != EBS_SIGV4_OK:
-                if rc == EBS_SIGV4_EDATE:
-                    raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
-                _raise(rc)
-            return _ascii_or_utf8(out.data, out.len)
-        finally:
-            ebs_buf_free(&out)
+        return _authorize(self._signer, &p, amz_date, None)
+
+
+cdef str _authorize(Signer signer, ebs_sigv4_prepared *p, str amz_date, object method):
+    """The shared end of both hot paths: the date (and the day's key), the C call, errors."""
+    cdef Py_ssize_t n
+    cdef char stack[512]
+    cdef ebs_buf out
+    cdef int rc
+    p.amz_date = _utf8(amz_date, &n, "amz_date")
+    if n != EBS_SIGV4_AMZ_DATE_LEN:
+        raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
+    if not signer._have_key or memcmp(signer._date, p.amz_date, 8) != 0:
+        _check_date(amz_date)
+        signer._ensure_day(p.amz_date)
+    p.normalize = 1
+    ebs_buf_init(&out, stack, 512)
+    rc = ebs_sigv4_authorize_prepared(&out, &signer._c, p)
+    try:
+        if rc != EBS_SIGV4_OK:
+            if rc == EBS_SIGV4_EDATE:
+                raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
+            if rc == EBS_SIGV4_EMETHOD:
+                raise ValueError(f"HTTP method {method!r} is not an HTTP token")
+            if rc == EBS_SIGV4_EINVAL:
+                raise ValueError("header_block / signed_headers are not canonical "
+                                 "(CR, unterminated line, or x-amz-date / "
+                                 "x-amz-security-token inside)")
+            _raise(rc)
+        return _ascii_or_utf8(out.data, out.len)
+    finally:
+        ebs_buf_free(&out)

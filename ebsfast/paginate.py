@@ -54,7 +54,8 @@ class PageIterator:
         self.resume_token: str | None = None
         self.non_aggregate_part: dict = {}
 
-    def __iter__(self) -> Iterator[dict]:
+    def _first_request(self) -> tuple[dict, int]:
+        """The first page's parameters, and how many of its items an earlier run returned."""
         params = dict(self._params)
         skip = 0
         if self._starting_token is not None:
@@ -64,6 +65,10 @@ class PageIterator:
             skip = int(start.get("boto_truncate_amount", 0))
         if self._page_size is not None:
             params["MaxResults"] = self._page_size
+        return params, skip
+
+    def __iter__(self) -> Iterator[dict]:
+        params, skip = self._first_request()
         total = 0
         first = True
         while True:
@@ -113,15 +118,7 @@ class PageIterator:
             raise PaginationError(message="columns() needs a client that returns raw pages")
         parse = _backend.load("pages").parse_columns
         kind = "blocks" if self.result_key == "Blocks" else "changed"
-        params = dict(self._params)
-        skip = 0
-        if self._starting_token is not None:
-            start = decode_token(self._starting_token)
-            if start["NextToken"] is not None:
-                params["NextToken"] = start["NextToken"]
-            skip = int(start.get("boto_truncate_amount", 0))
-        if self._page_size is not None:
-            params["MaxResults"] = self._page_size
+        params, skip = self._first_request()
         pages = []
         total = 0
         while True:
