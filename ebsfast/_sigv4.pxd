@@ -107,6 +107,10 @@ cdef extern from "sigv4.h" nogil:
 
     int ebs_sigv4_authorize_prepared(ebs_buf *out, const ebs_sigv4_signer *s,
                                      const ebs_sigv4_prepared *p)
+    ctypedef struct ebs_sigv4_sts_cache:
+        int valid
+    int ebs_sigv4_authorize_cached(ebs_buf *out, const ebs_sigv4_signer *s,
+                                   const ebs_sigv4_prepared *p, ebs_sigv4_sts_cache *cache)
     int ebs_sigv4_authorization(ebs_buf *out, const char *access_key, size_t access_key_len,
                                 const char *scope, size_t scope_len,
                                 const char *signed_headers, size_t signed_headers_len,
@@ -123,6 +127,7 @@ cdef class Signer:
     cdef bytes _token_b         # UTF-8 of the token as signed, or None
     # The day's key, swapped under the GIL; every method that reads it holds the GIL.
     cdef ebs_sigv4_signer _c
+    cdef ebs_sigv4_sts_cache _sts    # string-to-sign start for the current second
     cdef char _date[8]
     cdef bint _have_key
     cdef str _scope

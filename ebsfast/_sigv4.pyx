@@ -358,6 +358,7 @@ cdef class Signer:
     def __cinit__(self):
         self._have_key = False
         memset(&self._c, 0, sizeof(self._c))
+        memset(&self._sts, 0, sizeof(self._sts))
 
     def __init__(self, access_key, secret_key, region, service, session_token=None, *,
                  sign_session_token=True):
@@ -382,6 +383,7 @@ cdef class Signer:
         self._token_b = (" ".join(session_token.split()).encode("utf-8")
                          if (session_token and self._sign_token) else None)
         self._have_key = False
+        memset(&self._sts, 0, sizeof(self._sts))
         self._c.access_key = self._access_key_b
         self._c.access_key_len = len(self._access_key_b)
         if self._token_b is not None:
@@ -392,7 +394,9 @@ cdef class Signer:
             self._c.token_len = 0
 
     def __dealloc__(self):
+        # Both hold state derived from the secret key.
         memset(&self._c.key, 0, sizeof(self._c.key))
+        memset(&self._sts, 0, sizeof(self._sts))
 
     @property
     def access_key(self):
@@ -428,6 +432,7 @@ cdef class Signer:
         cdef const unsigned char *kp = key
         # All of this happens with the GIL held, so no other thread sees a half-swapped day.
         ebs_hmac_key_init(&self._c.key, kp, 32, NULL, 0)
+        self._sts.valid = 0  # it was absorbed with the previous day's key
         self._scope = scope
         self._scope_b = scope_b
         self._c.scope = self._scope_b
@@ -639,7 +644,7 @@ cdef str _authorize(Signer signer, ebs_sigv4_prepared *p, str amz_date, object m
         signer._ensure_day(p.amz_date)
     p.normalize = 1
     ebs_buf_init(&out, stack, 512)
-    rc = ebs_sigv4_authorize_prepared(&out, &signer._c, p)
+    rc = ebs_sigv4_authorize_cached(&out, &signer._c, p, &signer._sts)
     try:
         if rc != EBS_SIGV4_OK:
             if rc == EBS_SIGV4_EDATE:

@@ -59,3 +59,18 @@ def test_prepare_validates_once(sigv4_impl):
     assert SECRET not in repr(prepared)
     with pytest.raises(TypeError):
         pickle.dumps(prepared)
+
+
+def test_cached_string_to_sign_start_follows_the_date(sigv4_native, sigv4_twin):
+    """The native signer reuses the string to sign's start within a second: switching dates
+    (and days, so keys) back and forth must give the twin's signature every time."""
+    signers = [_signer(m, "tok") for m in (sigv4_native, sigv4_twin)]
+    prepared = []
+    for m, s in zip((sigv4_native, sigv4_twin), signers):
+        block, names = m.canonical_headers([("host", HOST)])
+        prepared.append(s.prepare("GET", block, names, m.EMPTY_SHA256))
+    for date in ["20261128T120000Z", "20261128T120001Z", "20261128T120000Z",
+                 "20261129T000000Z", "20261128T120000Z", "20261128T120000Z"]:
+        got = [p.authorization("/snapshots/snap-1/blocks/3", "blockToken=A", date)
+               for p in prepared]
+        assert got[0] == got[1], date

@@ -790,7 +790,7 @@ static int merge_names(ebs_buf *out, const char *sh, size_t n, const merged *ext
 }
 
 static int authorize_into(ebs_buf *out, ebs_buf *creq, ebs_buf *names, const ebs_sigv4_signer *s,
-                          const ebs_sigv4_prepared *p)
+                          const ebs_sigv4_prepared *p, ebs_sigv4_sts_cache *cache)
 {
     TRY(ebs_sigv4_check_amz_date(p->amz_date, EBS_SIGV4_AMZ_DATE_LEN));
     /* The cached key is only good for its own day. */
@@ -821,12 +821,25 @@ static int authorize_into(ebs_buf *out, ebs_buf *creq, ebs_buf *names, const ebs
     char hex[64];
     ebs_sha256(creq->data, creq->len, h);
     hex32(h, hex);
-    ebs_sha256_ctx c = s->key.inner;
-    ebs_sha256_update(&c, "AWS4-HMAC-SHA256\n", 17);
-    ebs_sha256_update(&c, p->amz_date, EBS_SIGV4_AMZ_DATE_LEN);
-    ebs_sha256_update(&c, "\n", 1);
-    ebs_sha256_update(&c, s->scope, s->scope_len);
-    ebs_sha256_update(&c, "\n", 1);
+    ebs_sha256_ctx c;
+    if (cache != NULL && cache->valid &&
+        memcmp(cache->amz_date, p->amz_date, EBS_SIGV4_AMZ_DATE_LEN) == 0) {
+        c = cache->state;
+    } else {
+        c = s->key.inner;
+        ebs_sha256_update(&c, "AWS4-HMAC-SHA256\n", 17);
+        ebs_sha256_update(&c, p->amz_date, EBS_SIGV4_AMZ_DATE_LEN);
+        ebs_sha256_update(&c, "\n", 1);
+        ebs_sha256_update(&c, s->scope, s->scope_len);
+        ebs_sha256_update(&c, "\n", 1);
+        if (cache != NULL) {
+            /* The day's key is part of the state: the date check above covers a new key too,
+             * since a signer's key changes only with the day. */
+            cache->state = c;
+            memcpy(cache->amz_date, p->amz_date, EBS_SIGV4_AMZ_DATE_LEN);
+            cache->valid = 1;
+        }
+    }
     ebs_sha256_update(&c, hex, sizeof hex);
     uint8_t mac[EBS_SHA256_DIGEST];
     ebs_sha256_final(&c, mac);
@@ -839,16 +852,22 @@ static int authorize_into(ebs_buf *out, ebs_buf *creq, ebs_buf *names, const ebs
                                    s->scope_len, names->data, names->len, sig);
 }
 
-int ebs_sigv4_authorize_prepared(ebs_buf *out, const ebs_sigv4_signer *s,
-                                 const ebs_sigv4_prepared *p)
+int ebs_sigv4_authorize_cached(ebs_buf *out, const ebs_sigv4_signer *s,
+                               const ebs_sigv4_prepared *p, ebs_sigv4_sts_cache *cache)
 {
     char creq_stack[1024];
     char names_stack[256];
     ebs_buf creq, names;
     ebs_buf_init(&creq, creq_stack, sizeof creq_stack);
     ebs_buf_init(&names, names_stack, sizeof names_stack);
-    int rc = authorize_into(out, &creq, &names, s, p);
+    int rc = authorize_into(out, &creq, &names, s, p, cache);
     ebs_buf_free(&creq);
     ebs_buf_free(&names);
     return rc;
+}
+
+int ebs_sigv4_authorize_prepared(ebs_buf *out, const ebs_sigv4_signer *s,
+                                 const ebs_sigv4_prepared *p)
+{
+    return ebs_sigv4_authorize_cached(out, s, p, NULL);
 }

@@ -177,6 +177,20 @@ typedef struct {
 int ebs_sigv4_authorize_prepared(ebs_buf *out, const ebs_sigv4_signer *s,
                                  const ebs_sigv4_prepared *p);
 
+/* The HMAC state after the string to sign's fixed start ("AWS4-HMAC-SHA256\n" date "\n"
+ * scope "\n"): the same for every request signed in one second, and one of the eleven SHA-256
+ * blocks a signature costs. The caller owns it and serializes access (the Python layer holds
+ * the GIL). */
+typedef struct {
+    ebs_sha256_ctx state;
+    char amz_date[EBS_SIGV4_AMZ_DATE_LEN];
+    int valid;
+} ebs_sigv4_sts_cache;
+
+/* ebs_sigv4_authorize_prepared, reusing (and refreshing) `cache` for the string to sign. */
+int ebs_sigv4_authorize_cached(ebs_buf *out, const ebs_sigv4_signer *s,
+                               const ebs_sigv4_prepared *p, ebs_sigv4_sts_cache *cache);
+
 /* The Authorization value from its parts (the general path uses it after its own steps). */
 int ebs_sigv4_authorization(ebs_buf *out, const char *access_key, size_t access_key_len,
                             const char *scope, size_t scope_len, const char *signed_headers,
