@@ -22,6 +22,7 @@ import bench_pages  # noqa: E402
 import bench_server  # noqa: E402
 import bench_sha256  # noqa: E402
 import bench_sigv4  # noqa: E402
+import bench_snapshots  # noqa: E402
 
 # group name -> rows; each group runs its peer in the same run
 GROUPS = {
@@ -32,6 +33,7 @@ GROUPS = {
     "pages": lambda: bench_pages.run(),
     "client": lambda: bench_client.run(tls=False),
     "client-https": lambda: bench_client.run(tls=True),
+    "snapshots": lambda: bench_snapshots.run(),
 }
 
 
