@@ -232,6 +232,11 @@ class VerifyResult(_Result):
 
 # -- errors -------------------------------------------------------------------------------------
 def _reason(exc: BaseException) -> str:
+    """Why ``exc`` happened, as a clause: the caller ends the sentence."""
+    return _reason_text(exc).rstrip(". ")
+
+
+def _reason_text(exc: BaseException) -> str:
     if isinstance(exc, _exc.ClientError):
         err = exc.response.get("Error", {})
         reason = exc.response.get("Reason") or err.get("Reason")
@@ -809,7 +814,10 @@ def _upload(client, src, parent_id, parent_man, description, tags, encrypted, km
             # parent lacks are omitted only on request (unwritten blocks of an encrypted
             # snapshot do not read as zeros).
             send = changed & ~(zeros & ~here & omit_zero)
-            skipped[0] += int(np.count_nonzero(~send))
+            n_skip = int(np.count_nonzero(~send))
+            skipped[0] += n_skip
+            if n_skip:
+                prog.add(n_skip, 0)  # settled without a request: progress still reaches 100%
             yield from (a + np.flatnonzero(send)).tolist()
 
     prog = Progress(progress, n_total)

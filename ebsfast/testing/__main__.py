@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
                        secret_key=args.secret_key,
                        verify_signatures=not args.no_verify_signatures)
     server.start()
+    # A server started in the background of a non-interactive shell ignores SIGINT; let a
+    # plain `kill` stop it cleanly too.
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: server._stopping.set())
     # The credentials are printed on purpose: this is a throwaway local server and the
     # person who started it needs them to connect.
     print(f"endpoint_url={server.endpoint_url}")
