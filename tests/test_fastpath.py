@@ -125,40 +125,26 @@ def test_many_threads_one_client(setup):
         assert big[row].tobytes() == blocks[row % N_BLOCKS]
 
 
-def test_no_block_sized_allocation_per_call(setup):
-    s, c, snap, blocks, tokens = setup
-    out = np.empty(BLOCK_SIZE, np.uint8)
-    args = dict(SnapshotId=snap, BlockIndex=0, BlockToken=tokens[0], Out=out)
-    c.get_snapshot_block_into(**args)  # warm: connections, caches
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            c.get_snapshot_block_into(**args)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < BLOCK_SIZE // 4, peak  # no block-sized bytes object was made
-    assert out.tobytes() == blocks[0]
-
-
-@pytest.fixture(scope="module")
-def server_process():
+@pytest.fixture(scope="module", params=["http", "https"])
+def server_process(request):
     """A server in its own process, so tracemalloc sees the client's allocations alone."""
     import subprocess
     import sys
     from types import SimpleNamespace
 
-    proc = subprocess.Popen([sys.executable, "-m", "ebsfast.testing", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True)
+    tls = request.param == "https"
+    proc = subprocess.Popen([sys.executable, "-m", "ebsfast.testing", "--port", "0"]
+                            + (["--tls"] if tls else []), stdout=subprocess.PIPE, text=True)
     info = {}
-    while "aws_secret_access_key" not in info:
+    while "aws_secret_access_key" not in info or (tls and "ca_file" not in info):
         line = proc.stdout.readline()
         assert line, "the server exited before printing its endpoint"
         k, _, v = line.strip().partition("=")
         info[k] = v
     yield SimpleNamespace(endpoint_url=info["endpoint_url"], region=info["region"],
                           access_key=info["aws_access_key_id"],
-                          secret_key=info["aws_secret_access_key"], tls=False, ca_file=None)
+                          secret_key=info["aws_secret_access_key"], tls=tls,
+                          ca_file=info.get("ca_file"))
     proc.terminate()
     proc.wait(timeout=10)
 

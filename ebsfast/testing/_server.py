@@ -10,6 +10,7 @@ import email.utils
 import errno
 import itertools
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -24,7 +25,7 @@ from urllib.parse import unquote
 from . import _auth
 from ._faults import BODY_OPERATIONS, Faults, FaultState
 from ._service import ApiError, Response, Service
-from ._store import BlockStore
+from ._store import BLOCK_SIZE, BlockStore
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 524288 + 64 * 1024  # one block and some slack; anything larger is refused
@@ -65,17 +66,6 @@ def _parse_query(qs: str) -> dict:
             v = unquote(v.replace("+", " "))
         out[k] = v
     return out
-
-
-def _sendmsg_all(conn: socket.socket, head: bytes, body) -> None:
-    """Head and body in one system call (then the rest, if the kernel took only part), so a
-    block costs no copy into a joined buffer and no extra small TCP segment."""
-    sent = conn.sendmsg([head, body])
-    if sent < len(head):
-        conn.sendall(memoryview(head)[sent:])
-        conn.sendall(body)
-    elif sent < len(head) + len(body):
-        conn.sendall(memoryview(body)[sent - len(head):])
 
 
 class _Clock:
@@ -504,41 +494,61 @@ class EBSServer:
         return Response(status, body, headers={"x-amzn-ErrorType": code + ERROR_TYPE_SUFFIX})
 
     def _send(self, conn, resp: Response, *, keep_alive: bool, op: str | None = None) -> bool:
+        block = resp.block
         body = resp.body
-        if body is None:
+        if block is not None:
+            ctype = "application/octet-stream"
+            length = BLOCK_SIZE
+        elif body is None:
             body = json.dumps(resp.json if resp.json is not None else {}).encode()
             ctype = "application/json"
+            length = len(body)
         else:
             ctype = "application/octet-stream"
+            length = len(body)
         head = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Unknown')}",
                 f"x-amzn-RequestId: {self._clock.request_id()}",
                 f"Date: {self._clock.date()}",
                 f"Content-Type: {ctype}",
-                f"Content-Length: {len(body)}"]
+                f"Content-Length: {length}"]
         head += [f"{k}: {v}" for k, v in resp.headers.items()]
         if not keep_alive:
             head.append("Connection: close")
         head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if block is not None:
+            return self._send_block(conn, head_bytes, block, op, keep_alive)
+        conn.sendall(head_bytes + body)
+        return keep_alive
+
+    def _send_block(self, conn, head: bytes, block, op: str | None, keep_alive: bool) -> bool:
+        store = self.service.store
         faults = self._faults
-        if resp.block is not None and op in BODY_OPERATIONS:
+        body = None
+        if op in BODY_OPERATIONS:
             if faults.roll("corrupt_rate", op):
-                body = faults.corrupt(body)
+                body = faults.corrupt(store.read(block))
             if faults.roll("reset_rate", op):
-                conn.sendall(head_bytes)
-                conn.sendall(memoryview(body)[: len(body) // 3])
+                conn.sendall(head)
+                conn.sendall(memoryview(body or store.read(block))[: BLOCK_SIZE // 3])
                 self._reset(conn)
                 return False
             if faults.roll("truncate_rate", op):
-                conn.sendall(head_bytes)
-                conn.sendall(memoryview(body)[: len(body) // 2])
+                conn.sendall(head)
+                conn.sendall(memoryview(body or store.read(block))[: BLOCK_SIZE // 2])
                 return False
-        if len(body) <= 4096:
-            conn.sendall(head_bytes + body)
-        elif isinstance(conn, ssl.SSLSocket):
-            conn.sendall(head_bytes)
-            conn.sendall(body)
-        else:
-            _sendmsg_all(conn, head_bytes, body)
+        if body is None and not isinstance(conn, ssl.SSLSocket):
+            # The block goes from the store's file to the socket inside the kernel.
+            conn.sendall(head, socket.MSG_MORE)
+            offset, left = store.offset(block), BLOCK_SIZE
+            while left > 0:
+                sent = os.sendfile(conn.fileno(), store.fileno, offset, left)
+                if sent == 0:
+                    raise ConnectionResetError("the client closed the connection mid-block")
+                offset += sent
+                left -= sent
+            return keep_alive
+        conn.sendall(head)
+        conn.sendall(body if body is not None else store.read(block))
         return keep_alive
 
     @staticmethod

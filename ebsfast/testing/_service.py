@@ -436,4 +436,4 @@ class Service:
         return Response(200, None, headers={"x-amz-Data-Length": str(BLOCK_SIZE),
                                             "x-amz-Checksum": block.checksum,
                                             "x-amz-Checksum-Algorithm": "SHA256"},
-                        body=self.store.read(block), block=block)
+                        block=block)
