@@ -51,8 +51,8 @@ class _Server:
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
-    def handle(self, method, path, headers):  # pragma: no cover - overridden
-        raise NotImplementedError
+    def handle(self, method, path, headers):  # pragma: no cover - every fake defines its own
+        raise TypeError(f"{type(self).__name__} answers no requests: define handle()")
 
     def close(self):
         self._httpd.shutdown()
