@@ -133,6 +133,7 @@ cdef class Signer:
     cdef str _scope
     cdef bytes _scope_b
     cdef bytes _access_key_b
+    cdef bint _ascii            # key id, region and service are ASCII
 
     cdef int _ensure_day(self, const char *amz_date) except -1
     cdef str _day(self, object amz_date)
@@ -147,3 +148,4 @@ cdef class PreparedRequest:
     cdef bytes _header_block
     cdef bytes _signed_headers
     cdef bytes _payload_hash
+    cdef bint _ascii            # the signer's and the signed header names': ASCII output

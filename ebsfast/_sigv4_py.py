@@ -416,6 +416,8 @@ class Signer:
         if any(":" not in line for line in lines):
             raise ValueError("header_block must be canonical lines, each ending in LF")
         names = signed_headers.split(";") if signed_headers else []
+        if any(not n for n in names):
+            raise ValueError("signed_headers has an empty header name")
         extra = [("x-amz-date", amz_date)]
         if self._token and self._sign_token:
             extra.append(("x-amz-security-token", " ".join(self._token.split())))

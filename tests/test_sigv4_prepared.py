@@ -74,3 +74,18 @@ def test_cached_string_to_sign_start_follows_the_date(sigv4_native, sigv4_twin):
         got = [p.authorization("/snapshots/snap-1/blocks/3", "blockToken=A", date)
                for p in prepared]
         assert got[0] == got[1], date
+
+
+@pytest.mark.parametrize("names", [";", ";host", "host;", "host;;x-a"])
+def test_empty_signed_header_names_are_refused(sigv4_impl, names):
+    signer = _signer(sigv4_impl)
+    with pytest.raises(ValueError):
+        signer.authorization("GET", "/", "", "host:x\n", names, sigv4_impl.EMPTY_SHA256,
+                             "20261128T120000Z")
+
+
+def test_non_ascii_signed_header_names_come_back_intact(sigv4_native, sigv4_twin):
+    out = [_signer(m).authorization("GET", "/", "", "host:x\n", "host;\u00e9t\u00e9",
+                                    m.EMPTY_SHA256, "20261128T120000Z")
+           for m in (sigv4_native, sigv4_twin)]
+    assert out[0] == out[1] and "x-amz-date;\u00e9t\u00e9," in out[0]

@@ -759,9 +759,14 @@ static int merge_names(ebs_buf *out, const char *sh, size_t n, const merged *ext
 {
     size_t e = 0, i = 0;
     int any = 0;
+    /* Every name must be there: an empty one (";;", or a ';' at either end) is no header. */
+    if (n > 0 && sh[n - 1] == ';')
+        return EBS_SIGV4_EINVAL;
     while (i < n) {
         const char *semi = memchr(sh + i, ';', n - i);
         size_t len = semi ? (size_t)(semi - (sh + i)) : n - i;
+        if (len == 0)
+            return EBS_SIGV4_EINVAL;
         while (e < ne) {
             int c = bytes_cmp(extra[e].name, extra[e].name_len, sh + i, len);
             if (c == 0)
