@@ -475,6 +475,24 @@ static int want(ebs_http_ex *x, int target, uint8_t *p, size_t n, uint8_t **buf,
     return EBS_HTTP_WANT_READ;
 }
 
+/* Internal to body_step: the part is not finished, go round its loop again. */
+#define AGAIN 2
+
+/* The next bytes of a part whose size is known (`remaining`, already checked to fit the
+ * destination): those read along with earlier data first, then a read straight into the
+ * destination. AGAIN when buffered bytes were taken. */
+static int counted_part(ebs_http_ex *x, uint8_t **buf, size_t *len) {
+    if (x->in_len) {
+        size_t n = x->in_len < x->remaining ? x->in_len : (size_t)x->remaining;
+        take(x, n);
+        x->remaining -= n;
+        return AGAIN;
+    }
+    if (x->eof)
+        return EBS_HTTP_E_INCOMPLETE;
+    return want(x, T_DST, x->dst + x->dst_len, (size_t)x->remaining, buf, len);
+}
+
 static int body_step(ebs_http_ex *x, uint8_t **buf, size_t *len) {
     if (x->has_digest && x->dst_len - x->hashed >= HASH_BATCH)
         ebs_http_hash_pending(x);
@@ -482,19 +500,15 @@ static int body_step(ebs_http_ex *x, uint8_t **buf, size_t *len) {
         switch (x->framing) {
         case EBS_HTTP_BODY_NONE:
             return EBS_HTTP_DONE;
-        case EBS_HTTP_BODY_LENGTH:
+        case EBS_HTTP_BODY_LENGTH: {
             if (x->remaining == 0)
                 return EBS_HTTP_DONE;
-            if (x->in_len) {
-                size_t n = x->in_len < x->remaining ? x->in_len : (size_t)x->remaining;
-                take(x, n);
-                x->remaining -= n;
-                continue;
-            }
-            if (x->eof)
-                return EBS_HTTP_E_INCOMPLETE;
             /* begin_body checked remaining <= dst_cap - dst_len */
-            return want(x, T_DST, x->dst + x->dst_len, (size_t)x->remaining, buf, len);
+            int rc = counted_part(x, buf, len);
+            if (rc == AGAIN)
+                continue;
+            return rc;
+        }
         case EBS_HTTP_BODY_EOF:
             if (x->in_len) {
                 if (x->dst_is_out) {
@@ -532,16 +546,11 @@ static int body_step(ebs_http_ex *x, uint8_t **buf, size_t *len) {
                     x->cstate = CS_DATA_END;
                     continue;
                 }
-                if (x->in_len) {
-                    size_t n = x->in_len < x->remaining ? x->in_len : (size_t)x->remaining;
-                    take(x, n);
-                    x->remaining -= n;
-                    continue;
-                }
-                if (x->eof)
-                    return EBS_HTTP_E_INCOMPLETE;
                 /* the chunk size was checked against the room left */
-                return want(x, T_DST, x->dst + x->dst_len, (size_t)x->remaining, buf, len);
+                rc = counted_part(x, buf, len);
+                if (rc == AGAIN)
+                    continue;
+                return rc;
             }
             if (x->eof)
                 return EBS_HTTP_E_INCOMPLETE;

@@ -538,40 +538,33 @@ static int int_member(cursor *c, const char *key, int64_t *out, int *is_null)
 
 /* ------------------------------------------------------------------ separators */
 
-/* After an object member: ',' (then whitespace) or the closing '}', which sets *closed. */
-static int member_end(cursor *c, int *closed)
+/* After a member or element: ',' (then whitespace) or the closing `close` ('}' or ']'),
+ * which sets *closed; anything else is `err`. */
+static int list_end(cursor *c, int close, int err, int *closed)
 {
     skip_ws(c);
     int ch = peek(c);
-    if (ch == '}') {
+    if (ch == close) {
         c->p++;
         *closed = 1;
         return EBS_PAGE_OK;
     }
     if (ch != ',')
-        return fail_here(c, EBS_PAGE_EOBJECT);
+        return fail_here(c, err);
     c->p++;
     skip_ws(c);
     *closed = 0;
     return EBS_PAGE_OK;
 }
 
-/* After an array element: ',' (then whitespace) or the closing ']', which sets *closed. */
+static int member_end(cursor *c, int *closed)
+{
+    return list_end(c, '}', EBS_PAGE_EOBJECT, closed);
+}
+
 static int element_end(cursor *c, int *closed)
 {
-    skip_ws(c);
-    int ch = peek(c);
-    if (ch == ']') {
-        c->p++;
-        *closed = 1;
-        return EBS_PAGE_OK;
-    }
-    if (ch != ',')
-        return fail_here(c, EBS_PAGE_EARRAY);
-    c->p++;
-    skip_ws(c);
-    *closed = 0;
-    return EBS_PAGE_OK;
+    return list_end(c, ']', EBS_PAGE_EARRAY, closed);
 }
 
 /* ------------------------------------------------------------------ values */

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..checksums import linear_checksum, sha256
-from ._store import BLOCK_SIZE, Block, BlockStore, release
+from ._store import BLOCK_SIZE, Block, BlockStore
 
 BLOCKS_PER_GIB = (1 << 30) // BLOCK_SIZE
 MAX_VOLUME_GIB = 65536  # 64 TiB, the largest EBS snapshot
@@ -330,7 +330,7 @@ class Service:
             snap.blocks[index] = block
             snap.written[index] = block
         if old is not None:
-            release(self.store, old)
+            self.store.release(old)
         return Response(201, {}, headers={"x-amz-Checksum": block.checksum,
                                           "x-amz-Checksum-Algorithm": "SHA256"})
 

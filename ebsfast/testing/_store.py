@@ -103,7 +103,3 @@ class BlockStore:
         """Bytes of block data held (zero blocks count nothing)."""
         return self._stored * BLOCK_SIZE
 
-
-def release(store: BlockStore, block: Block) -> None:
-    """Free a block version nothing else refers to (an overwrite inside a pending snapshot)."""
-    store.release(block)
