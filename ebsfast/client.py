@@ -18,7 +18,7 @@ import logging
 import os
 import platform
 import threading
-import uuid
+from random import getrandbits as _getrandbits
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -160,6 +160,17 @@ def _http():
 
 def _pages():
     return _backend.load("pages")
+
+
+_EMPTY_SHA256 = sha256(b"").hex()
+
+
+def _invocation_id() -> str:
+    """A random (version 4) UUID for amz-sdk-invocation-id, the header botocore sends. It
+    names one call in logs and is no secret, so the random module's generator (reseeded in a
+    forked child) serves, without a system call per request."""
+    h = f"{_getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def _writable_view(out) -> memoryview:
@@ -316,12 +327,13 @@ class EBSClient:
         target = self._path_prefix + path + ("?" + query if query else "")
         # the query as sent (in argument order, as botocore sends it), sorted for signing
         canonical_query = _canonical_query(query) if "&" in query else query
-        payload_hash = UNSIGNED_PAYLOAD if op.unsigned_body else sha256(body or b"").hex()
+        payload_hash = (UNSIGNED_PAYLOAD if op.unsigned_body else
+                        _EMPTY_SHA256 if not body else sha256(body).hex())
         is_get = op.name == "GetSnapshotBlock"
         if is_get and out is None:
             out = memoryview(bytearray(model.BLOCK_SIZE))
         call = self._retry.start(op.name)
-        invocation_id = str(uuid.uuid4())
+        invocation_id = _invocation_id()
         served_date = None  # the server's Date, for botocore's retry ttl
         fixed = [("Host", self._host)] + op_headers + [("User-Agent", self._user_agent)]
         sign_path = self._path_prefix + path
@@ -372,8 +384,8 @@ class EBSClient:
                 if delay is not None:
                     call.sleep(delay)
                     continue
-                error["ResponseMetadata"] = wire.response_metadata(status, resp_headers,
-                                                                   call.metadata())
+                error["ResponseMetadata"] = wire.response_metadata(
+                    status, resp_headers, call.metadata(), lower_case=True)
                 raise _MODELED.get(code, _exc.ClientError)(error, op.name)
             if is_get:
                 mismatch = self._checksum_mismatch(params, resp_headers, digest, length,
@@ -387,17 +399,17 @@ class EBSClient:
                     call.sleep(delay)
                     continue
             call.after_success()
-            result = {"ResponseMetadata": wire.response_metadata(status, resp_headers,
-                                                                 call.metadata())}
+            result = {"ResponseMetadata": wire.response_metadata(
+                status, resp_headers, call.metadata(), lower_case=True)}
             if raw:
                 result["Body"] = data
                 return result
             if op.output_body and data:
                 parsed = self._parse_body(op, data)
-                result.update(wire.parse_output(op, resp_headers, None))
+                result.update(wire.parse_output(op, resp_headers, None, lower_case=True))
                 result.update(parsed)
             else:
-                result.update(wire.parse_output(op, resp_headers, None))
+                result.update(wire.parse_output(op, resp_headers, None, lower_case=True))
             if is_get:
                 result["_length"] = length
             return result

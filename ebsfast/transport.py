@@ -412,7 +412,9 @@ class Transport:
         try:
             if conn.sock is None:
                 conn.connect()
-            conn.sock.settimeout(self.timeout.read_timeout)
+            timeout = self.timeout.read_timeout
+            if conn.sock.gettimeout() != timeout:  # a system call; most calls skip it
+                conn.sock.settimeout(timeout)
         except Exception as e:
             conn.close()
             pool._put_conn(conn)

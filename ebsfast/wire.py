@@ -104,8 +104,36 @@ def _validate_structure(params: dict, members: dict, required, name: str, errors
         _validate(params[param], members[param], f"{name}.{param}".lstrip("."), errors)
 
 
+# Per operation, the scalar members a quick check can clear: name -> (exact type, min). The
+# quick check only ever says "valid"; anything it is unsure of (a bool for an integer, a str
+# subclass, a list, a blob, an unknown name) goes to the full validator, which has the last word.
+_QUICK = {op.name: {m.name: ({"string": str, "integer": int, "long": int}[m.shape["type"]],
+                             m.shape.get("min"))
+                    for m in op.input if m.shape["type"] in ("string", "integer", "long")}
+          for op in model.OPERATIONS.values()}
+_IDEMPOTENT = {op.name: tuple(m.name for m in op.input if m.idempotency_token)
+               for op in model.OPERATIONS.values()}
+
+
+def _quick_valid(op: model.Operation, params: dict, required) -> bool:
+    quick = _QUICK[op.name]
+    for name in required:
+        if name not in params:
+            return False
+    for name, value in params.items():
+        spec = quick.get(name)
+        if spec is None or type(value) is not spec[0]:
+            return False
+        minimum = spec[1]
+        if minimum is not None and (len(value) if spec[0] is str else value) < minimum:
+            return False
+    return True
+
+
 def validate(op: model.Operation, params: dict, *, required=None) -> None:
     """Raise ParamValidationError listing every problem, as botocore's validator does."""
+    if _quick_valid(op, params, op.required if required is None else required):
+        return
     errors: list[str] = []
     members = {m.name: m.shape for m in op.input}
     _validate_structure(params, members, op.required if required is None else required, "",
@@ -118,10 +146,10 @@ def validate(op: model.Operation, params: dict, *, required=None) -> None:
 
 def fill_idempotency_token(op: model.Operation, params: dict) -> dict:
     """botocore fills an absent idempotency token with a fresh UUID4 before validating."""
-    for m in op.input:
-        if m.idempotency_token and m.name not in params:
+    for name in _IDEMPOTENT[op.name]:
+        if name not in params:
             params = dict(params)
-            params[m.name] = str(uuid.uuid4())
+            params[name] = str(uuid.uuid4())
     return params
 
 
@@ -131,34 +159,44 @@ def _header_value(value) -> str:
     return str(value)
 
 
+# Per operation: where each member goes (location, wire name with a query name already
+# percent-encoded), and whether the other members form a JSON body.
+_PLACES = {op.name: {m.name: (m.location, percent_encode(m.location_name)
+                              if m.location == "querystring" else m.location_name)
+                     for m in op.input}
+           for op in model.OPERATIONS.values()}
+_JSON_BODY = {op.name: op.payload is None and any(m.location is None for m in op.input)
+              for op in model.OPERATIONS.values()}
+
+
 def serialize(op: model.Operation, params: dict) -> tuple[str, str, list, bytes | object]:
     """(path, query string, headers, body) for validated ``params``.
 
     Query parameters and headers come in the order the caller gave the arguments, as in
     botocore; the JSON body uses botocore's ``json.dumps`` defaults so the bytes are equal.
     """
-    members = op.members
+    places = _PLACES[op.name]
     uri_params = {}
     query = []
     headers = []
     body_params = {}
     for name, value in params.items():
-        m = members[name]
-        if m.location == "uri":
-            uri_params[m.location_name] = percent_encode(value)
-        elif m.location == "querystring":
-            query.append((m.location_name, value))
-        elif m.location == "header":
-            headers.append((m.location_name, _header_value(value)))
+        location, wire_name = places[name]
+        if location == "uri":
+            uri_params[wire_name] = percent_encode(value)
+        elif location == "querystring":
+            query.append(f"{wire_name}={percent_encode(value)}")
+        elif location == "header":
+            headers.append((wire_name, _header_value(value)))
         elif name != op.payload:
             body_params[name] = value
-    path = op.uri.format(**uri_params)
-    qs = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in query)
+    path = op.uri.format_map(uri_params)
+    qs = "&".join(query)
     if op.payload is not None:
         body = params.get(op.payload, b"")
         if isinstance(body, str):
             body = body.encode("utf-8")
-    elif any(m.location is None for m in op.input):
+    elif _JSON_BODY[op.name]:
         body = json.dumps(body_params).encode("utf-8") if body_params else b"{}"
         headers.append(("Content-Type", "application/json"))
     else:
@@ -181,10 +219,12 @@ def _lower_headers(headers) -> dict:
     return out
 
 
-def response_metadata(status: int, headers: dict, retry: dict) -> dict:
+def response_metadata(status: int, headers: dict, retry: dict, *,
+                      lower_case: bool = False) -> dict:
     """boto3's ResponseMetadata; ``retry`` holds RetryAttempts (and MaxAttemptsReached or
-    RetryQuotaReached when they apply)."""
-    lower = _lower_headers(headers)
+    RetryQuotaReached when they apply). ``lower_case``: ``headers`` already has lower-case
+    names, repeated fields joined, and becomes HTTPHeaders as it is."""
+    lower = headers if lower_case else _lower_headers(headers)
     meta = {"RequestId": lower.get("x-amzn-requestid", ""), "HTTPStatusCode": status,
             "HTTPHeaders": lower}
     meta.update(retry)
@@ -195,12 +235,19 @@ def response_metadata(status: int, headers: dict, retry: dict) -> dict:
     return meta
 
 
-def parse_output(op: model.Operation, headers: dict, body: bytes | None) -> dict:
-    """The operation's output members (without BlockData and ResponseMetadata)."""
+_OUTPUT_HEADERS = {op.name: tuple((name, header.lower(), kind)
+                                  for name, (header, kind) in op.output_headers.items())
+                   for op in model.OPERATIONS.values()}
+
+
+def parse_output(op: model.Operation, headers: dict, body: bytes | None, *,
+                 lower_case: bool = False) -> dict:
+    """The operation's output members (without BlockData and ResponseMetadata).
+    ``lower_case``: the header names are already lower-case."""
     out: dict = {}
-    lower = {k.lower(): v for k, v in headers.items()}
-    for name, (header, kind) in op.output_headers.items():
-        value = lower.get(header.lower())
+    lower = headers if lower_case else {k.lower(): v for k, v in headers.items()}
+    for name, header, kind in _OUTPUT_HEADERS[op.name]:
+        value = lower.get(header)
         if value is not None:
             out[name] = int(value) if kind == "integer" else value
     if op.output_body and body:

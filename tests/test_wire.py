@@ -1,0 +1,120 @@
+"""The request side of ebsfast.wire against botocore's own validator and serializer.
+
+The client's quick parameter check may only ever clear input that botocore's validator also
+accepts; everything else goes to the full validator. The serializer must give the URI, query,
+headers and body botocore gives, for any valid input."""
+from __future__ import annotations
+
+import re
+import uuid
+
+import botocore.session
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ebsfast import model, wire
+from ebsfast.exceptions import ParamValidationError
+
+_SESSION = botocore.session.get_session()
+_BOTO_MODEL = _SESSION.get_service_model("ebs")
+
+# Values of every kind a caller might pass, including the ones the quick check must not clear.
+_values = st.one_of(
+    st.text(max_size=12), st.text(alphabet="abcdef0123456789", min_size=1, max_size=8),
+    st.integers(min_value=-3, max_value=2**40), st.booleans(), st.none(),
+    st.binary(max_size=8), st.lists(st.text(max_size=3), max_size=2),
+    st.builds(lambda s: type("S", (str,), {})(s), st.text(max_size=4)),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@st.composite
+def _call(draw):
+    op = draw(st.sampled_from([o for o in model.OPERATIONS.values() if o.payload is None]))
+    names = [m.name for m in op.input] + ["Unknown"]
+    keys = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
+    return op, {k: draw(_values) for k in keys}
+
+
+def _botocore_errors(op, params) -> bool:
+    from botocore.validate import ParamValidator
+
+    shape = _BOTO_MODEL.operation_model(op.name).input_shape
+    return ParamValidator().validate(params, shape).has_errors()
+
+
+@settings(max_examples=400, deadline=None)
+@given(_call())
+def test_quick_check_clears_only_what_botocore_accepts(call):
+    op, params = call
+    if wire._quick_valid(op, params, op.required):
+        assert not _botocore_errors(op, params)
+    # and the full answer is botocore's either way
+    try:
+        wire.validate(op, params)
+        ours = False
+    except ParamValidationError:
+        ours = True
+    assert ours == _botocore_errors(op, params)
+
+
+def _botocore_request(op, params) -> dict:
+    from botocore.serialize import create_serializer
+
+    return create_serializer("rest-json").serialize_to_request(
+        params, _BOTO_MODEL.operation_model(op.name))
+
+
+_token = st.text(alphabet="ABCDEFabcdef0123456789+/=", min_size=1, max_size=40)
+_snap = st.text(alphabet="0123456789abcdef", min_size=1, max_size=17).map(lambda s: "snap-" + s)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_serialize_matches_botocore(data):
+    op = data.draw(st.sampled_from([model.OPERATIONS[n] for n in (
+        "GetSnapshotBlock", "ListSnapshotBlocks", "ListChangedBlocks", "CompleteSnapshot")]))
+    values = {"SnapshotId": _snap, "SecondSnapshotId": _snap, "FirstSnapshotId": _snap,
+              "BlockIndex": st.integers(0, 2**31), "BlockToken": _token, "NextToken": _token,
+              "MaxResults": st.integers(100, 10000), "StartingBlockIndex": st.integers(0, 99),
+              "ChangedBlocksCount": st.integers(0, 9), "Checksum": _token,
+              "ChecksumAlgorithm": st.just("SHA256"),
+              "ChecksumAggregationMethod": st.just("LINEAR")}
+    names = data.draw(st.permutations([m.name for m in op.input]))
+    params = {n: data.draw(values[n]) for n in names
+              if n in op.required or data.draw(st.booleans())}
+    path, query, headers, body = wire.serialize(op, params)
+    theirs = _botocore_request(op, params)
+    assert path == theirs["url_path"]
+    assert query == "&".join(f"{k}={v}" for k, v in _encoded_query(theirs["query_string"]))
+    assert dict(headers) == {k: v for k, v in theirs["headers"].items()}
+    assert body == theirs["body"]
+
+
+def _encoded_query(qs: dict):
+    from botocore.utils import percent_encode
+
+    return [(percent_encode(k), percent_encode(v)) for k, v in qs.items()]
+
+
+def test_quick_check_refuses_edge_values():
+    op = model.OPERATIONS["GetSnapshotBlock"]
+    good = {"SnapshotId": "snap-1", "BlockIndex": 0, "BlockToken": "t"}
+    assert wire._quick_valid(op, good, op.required)
+    for bad in ({"BlockIndex": True}, {"BlockIndex": -1}, {"SnapshotId": ""},
+                {"BlockToken": None}, {"Extra": 1}):
+        params = dict(good, **bad)
+        assert not wire._quick_valid(op, params, op.required)
+    assert not wire._quick_valid(op, {"SnapshotId": "snap-1", "BlockIndex": 0}, op.required)
+
+
+def test_invocation_ids_are_distinct_version_4_uuids():
+    from ebsfast.client import _invocation_id
+
+    ids = {_invocation_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for s in list(ids)[:200]:
+        u = uuid.UUID(s)
+        assert str(u) == s and u.version == 4 and u.variant == uuid.RFC_4122
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", s)
