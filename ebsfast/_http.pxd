@@ -37,6 +37,8 @@ cdef extern from "http.h" nogil:
         int hash_body
         uint64_t max_other
         int head_request
+        uint8_t *(*alloc_exact)(void *ctx, size_t n) noexcept nogil
+        void *alloc_ctx
         uint8_t *hbuf
         size_t head_len
         int status, minor
@@ -49,6 +51,8 @@ cdef extern from "http.h" nogil:
         uint8_t *dst
         size_t dst_len
         int dst_is_out
+        int dst_is_exact
+        size_t dst_cap
         uint8_t digest[32]
         int has_digest
         const char *error

@@ -12,7 +12,10 @@ from cpython.buffer cimport (
     PyBuffer_Release,
     PyObject_GetBuffer,
 )
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.errno cimport ECONNRESET, EPIPE
@@ -54,6 +57,26 @@ cdef int _on_signal() noexcept nogil:
     # leaves its exception set and the C driver returns EBS_HTTP_E_SIGNAL.
     with gil:
         return _check_signals()
+
+
+cdef uint8_t *_alloc_body(void *ctx, size_t n) noexcept nogil:
+    # A body of known length is received straight into a bytes object of that length, which
+    # the exchange then returns as it is (no copy of a 1 MB list page). Until the body is
+    # complete the object is held only here, so no caller sees its unfilled bytes.
+    with gil:
+        return _new_body(<PyObject **>ctx, n)
+
+
+cdef uint8_t *_new_body(PyObject **slot, size_t n) noexcept:
+    if slot[0] != NULL or n > <size_t>PY_SSIZE_T_MAX:
+        return NULL
+    try:
+        b = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+    except MemoryError:
+        return NULL
+    Py_INCREF(b)
+    slot[0] = <PyObject *>b
+    return <uint8_t *>PyBytes_AS_STRING(b)
 
 
 cdef int _reraise() except -1:
@@ -103,7 +126,7 @@ cdef int _raise(ebs_http_ex *x, int rc) except -1:
     raise SystemError(f"ebsfast._http: unexpected result {rc}")
 
 
-cdef object _response(ebs_http_ex *x):
+cdef object _response(ebs_http_ex *x, PyObject **exact):
     cdef const char *h = <const char *>x.hbuf
     cdef size_t i
     headers = []
@@ -115,6 +138,11 @@ cdef object _response(ebs_http_ex *x):
     if x.dst_is_out:
         body = None
         digest = PyBytes_FromStringAndSize(<char *>x.digest, 32) if x.has_digest else None
+    elif x.dst_is_exact and exact[0] != NULL and x.dst_len == x.dst_cap:
+        body = <object>exact[0]  # filled whole: the exchange's reference goes to the caller
+        Py_DECREF(body)
+        exact[0] = NULL
+        digest = None
     else:
         body = PyBytes_FromStringAndSize(<char *>x.dst, <Py_ssize_t>x.dst_len)
         digest = None
@@ -210,6 +238,7 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
     cdef bint have_body = False
     cdef bint have_out = False
     cdef ebs_http_ex *x = NULL
+    cdef PyObject *exact = NULL
     timeout = _timeout(timeout_s)
     max_other = _max_other(max_other_body)
     _acquire(head, &hv, PyBUF_SIMPLE, "head")
@@ -230,12 +259,15 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
         x.hash_body = bool(hash_body)
         x.max_other = min(max_other, 1 << 63)  # past any Content-Length that parses
         x.head_request = hv.len >= 5 and memcmp(hv.buf, b"HEAD ", 5) == 0
+        x.alloc_exact = _alloc_body
+        x.alloc_ctx = &exact
         if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
             _run_plain(x, sock, &hv, &bv, have_body, timeout)
         else:
             _run_object(x, sock, head, body, timeout)
-        return _response(x)
+        return _response(x, &exact)
     finally:
+        Py_XDECREF(exact)
         if x != NULL:
             ebs_http_release(x)
             free(x)

@@ -668,6 +668,35 @@ def test_block_get_allocates_no_body_sized_python_memory(http_impl, raw_server, 
     assert bytes(out) == data and r.digest == hashlib.sha256(data).digest()
 
 
+def test_known_length_bodies_are_whole_and_cut_ones_leak_nothing(http_impl, raw_server):
+    # A body with a Content-Length (a 1 MB list page) is received into one bytes object of
+    # that length; when the connection cuts it short, that object is dropped, never returned.
+    n = 1_200_000
+    data = bytes(range(256)) * (n // 256) + b"x" * (n % 256)
+    whole = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + data
+    srv = raw_server([whole])
+    with srv.connect() as sock:
+        r = http_impl.exchange(sock, get("/"), max_other_body=2 * n)
+        assert type(r.body) is bytes and r.body == data and r.body_length == n
+        assert http_impl.exchange(sock, get("/"), max_other_body=2 * n).body == data
+    cut = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + data[:n // 2], "close"]
+    srv = raw_server(cut)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(8):
+            with srv.connect() as sock, pytest.raises(http_impl.IncompleteBody) as ei:
+                http_impl.exchange(sock, get("/"), max_other_body=2 * n)
+            assert (ei.value.received, ei.value.expected) == (n // 2, n)
+            del ei
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < n // 2, grown
+
+
 def test_other_threads_run_while_waiting(http_impl, raw_server):
     data = block(12, B)
     srv = raw_server([0.6, ok_head(B) + data])

@@ -50,7 +50,7 @@ void ebs_http_init(ebs_http_ex *x) {
 void ebs_http_release(ebs_http_ex *x) {
     free(x->hbuf);
     free(x->fields);
-    if (!x->dst_is_out)
+    if (!x->dst_is_out && !x->dst_is_exact)
         free(x->dst);
     x->hbuf = NULL;
     x->fields = NULL;
@@ -335,6 +335,19 @@ static int begin_body(ebs_http_ex *x) {
                 x->error = "Content-Length exceeds the size of out";
                 return EBS_HTTP_E_TOO_LARGE;
             }
+        } else if (x->alloc_exact && cl > 0) {
+            if (cl > x->max_other) {
+                x->error = "the response body exceeds max_other_body";
+                return EBS_HTTP_E_TOO_LARGE;
+            }
+            if ((uint64_t)(size_t)cl != cl)
+                return EBS_HTTP_E_NOMEM;
+            uint8_t *p = x->alloc_exact(x->alloc_ctx, (size_t)cl);
+            if (!p)
+                return EBS_HTTP_E_NOMEM;
+            x->dst = p;
+            x->dst_cap = (size_t)cl;
+            x->dst_is_exact = 1;
         } else {
             int rc = reserve_other(x, cl);
             if (rc)

@@ -54,6 +54,12 @@ typedef struct {
     int hash_body;           /* SHA-256 of a body written into out */
     uint64_t max_other;      /* bound of any other body */
     int head_request;        /* the request was HEAD: no response body whatever the head says */
+    /* Optional: memory for another (non-out) body whose Content-Length is known, asked once
+     * with that length (> 0). It returns room for exactly n bytes, owned by the caller
+     * (ebs_http_release never frees it), or NULL for E_NOMEM. Without it, such bodies go into
+     * malloc'd memory like bodies of unknown length. */
+    uint8_t *(*alloc_exact)(void *ctx, size_t n);
+    void *alloc_ctx;
 
     /* -- the final response head, valid after EBS_HTTP_DONE -- */
     uint8_t *hbuf;           /* malloc'd; the head is hbuf[0 .. head_len) */
@@ -68,9 +74,10 @@ typedef struct {
     int interim;             /* 1xx responses skipped */
 
     /* -- the body, valid after EBS_HTTP_DONE -- */
-    uint8_t *dst;            /* out, or an owned malloc'd buffer for other bodies */
+    uint8_t *dst;            /* out, alloc_exact's memory, or a malloc'd buffer */
     size_t dst_cap, dst_len;
     int dst_is_out;
+    int dst_is_exact;        /* dst came from alloc_exact */
     uint8_t digest[EBS_SHA256_DIGEST];
     int has_digest;
 
