@@ -14,23 +14,62 @@ import numpy as np
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_New, PyDict_SetItem
-from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.long cimport PyLong_FromLongLong, PyLong_FromString
+from cpython.list cimport PyList_New
+from cpython.long cimport PyLong_FromString
 from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     """
     #define ebs_list_items(op) ((void *)((PyListObject *)(op))->ob_item)
+
+    /* Token text as a new str. Tokens are base64, so an ASCII one is made by hand: the UTF-8
+     * decoder would scan the bytes once more for nothing (PyUnicode_DecodeASCII does too). */
+    static inline PyObject *ebs_text(const char *p, Py_ssize_t n, int ascii)
+    {
+        if (!ascii)
+            return PyUnicode_DecodeUTF8(p, n, NULL);
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s && n)
+            memcpy(PyUnicode_DATA(s), p, (size_t)n);
+        return s;
+    }
+
+    /* d[key] = value, taking over the new reference `value` (NULL: its maker failed). */
+    static inline int ebs_dict_put(PyObject *d, PyObject *key, PyObject *value)
+    {
+        if (!value)
+            return -1;
+        int rc = PyDict_SetItem(d, key, value);
+        Py_DECREF(value);
+        return rc;
+    }
+
+    /* The cyclic GC is paused while a page's dicts are made: each 700 of them would start a
+     * young-generation collection that finds nothing to free (an entry dict holds only an int
+     * and strs, so the GC never tracks it), ~5% of parse_page. PyGC_Disable is public from
+     * 3.10. Nothing in that loop runs Python code or lets go of the GIL, so no other thread
+     * sees the GC off; without a GIL other threads run meanwhile, so free-threaded builds do
+     * not pause. */
+    #if PY_VERSION_HEX >= 0x030A0000 && !defined(Py_GIL_DISABLED)
+    #define ebs_gc_pause() PyGC_Disable()
+    #define ebs_gc_resume(was) ((was) ? (void)PyGC_Enable() : (void)0)
+    #else
+    #define ebs_gc_pause() 0
+    #define ebs_gc_resume(was) ((void)(was))
+    #endif
     """
     void *PyList_GET_ITEM_PTR "ebs_list_items"(object op)
-    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
-    void *PyUnicode_DATA(object s)
+    PyObject *ebs_text(const char *p, Py_ssize_t n, int ascii) except NULL
+    object _text "ebs_text"(const char *p, Py_ssize_t n, int ascii)
+    int ebs_dict_put(PyObject *d, PyObject *key, PyObject *value) except -1
+    PyObject *ebs_dict_new "PyDict_New"() except NULL
+    PyObject *ebs_int "PyLong_FromLongLong"(long long v)
+    int ebs_gc_pause()
+    void ebs_gc_resume(int was)
     double PyOS_string_to_double(const char *s, char **endptr,
                                  PyObject *overflow_exception) except? -1.0
 
@@ -184,18 +223,6 @@ cdef int _scan(ebs_page *pg, object body, str kind) except -1:
     return 0
 
 
-cdef inline object _text(const char *p, Py_ssize_t n, bint ascii):
-    # Tokens are base64, so the str is made by hand from ASCII bytes: the UTF-8 decoder would
-    # scan them once more for nothing (PyUnicode_DecodeASCII does too).
-    if n == 0:
-        return ""
-    if not ascii:
-        return PyUnicode_DecodeUTF8(p, n, NULL)
-    s = PyUnicode_New(n, 127)
-    memcpy(PyUnicode_DATA(s), p, <size_t>n)
-    return s
-
-
 cdef object _expiry(ebs_page *pg):
     # int() and float() of the literal are exactly what json.loads makes of it.
     if pg.expiry_is_int:
@@ -203,54 +230,82 @@ cdef object _expiry(ebs_page *pg):
     return PyOS_string_to_double(pg.expiry.data, NULL, NULL)
 
 
+# Every PIN_STRIDE-th token str of the last dict page, kept until the next parse_page.
+#
+# A 10,000-entry page is ~4 MB of small objects in pymalloc's 1 MiB arenas (256 KiB before
+# 3.10). When the caller drops the page, pymalloc gives every arena left empty but one back to
+# the OS, and the next page faults those pages back in, zeroed by the kernel: in a loop that
+# parses and drops pages, ~250 faults per page, measured at ~0.75 ms of a 2.5 ms call here.
+# One live object keeps an arena mapped, and token strs are made between the dicts all
+# through the page's arenas, so a few dozen of them keep every one of those arenas for the
+# next page (measured: no faults). They are immutable and the caller has them anyway, so
+# nothing mutable is shared; the cost is that the last page's arenas (~4 MB for 10,000
+# entries) stay mapped until the next parse_page.
+cdef list _pins = []
+cdef Py_ssize_t PIN_STRIDE = 128  # a power of two
+
+
 cdef list _entries(ebs_page *pg):
-    cdef Py_ssize_t i, n = <Py_ssize_t>pg.n
+    cdef Py_ssize_t i = 0, n = <Py_ssize_t>pg.n
     cdef uint8_t f
-    cdef int64_t a, b
+    cdef int64_t a
+    cdef int gc_was
     cdef bint changed = pg.kind == EBS_PAGE_CHANGED
     cdef bint ascii0 = not (pg.non_ascii & EBS_PAGE_NONASCII_TOKEN0)
     cdef bint ascii1 = not (pg.non_ascii & EBS_PAGE_NONASCII_TOKEN1)
-    cdef str key0 = K_FIRST_TOKEN if changed else K_BLOCK_TOKEN
-    cdef object item
+    # Borrowed: the module keeps the key strs alive.
+    cdef PyObject *k_index = <PyObject *>K_BLOCK_INDEX
+    cdef PyObject *k_token0 = <PyObject *>(K_FIRST_TOKEN if changed else K_BLOCK_TOKEN)
+    cdef PyObject *k_token1 = <PyObject *>K_SECOND_TOKEN
+    cdef PyObject *d
+    cdef PyObject *text
     cdef list out
+    cdef list pins = []
     # The entries wait in a C array and go into the list at the end: a list is tracked by the
-    # GC from birth, and each gen-0 collection (one per 700 new dicts) would walk all of it
-    # (measured: ~5% of the call).
+    # GC from birth, and where the GC is not paused (3.9, free-threaded builds) each young
+    # collection (one per 700 new dicts) would walk all of it (measured: ~5% of the call).
     cdef PyObject **items = <PyObject **>PyMem_Malloc(<size_t>(n if n else 1) * sizeof(PyObject *))
     if items == NULL:
         raise MemoryError()
-    i = 0
+    gc_was = ebs_gc_pause()
     try:
         while i < n:
             f = pg.flags[i]
             if f & EBS_ENTRY_NULL:
-                item = None
-            else:
-                item = PyDict_New()
-                if f & EBS_ENTRY_INDEX:
-                    PyDict_SetItem(item, K_BLOCK_INDEX, PyLong_FromLongLong(pg.index[i]))
-                if f & EBS_ENTRY_TOKEN0:
-                    a = pg.off[0][i]
-                    b = pg.off[0][i + 1]
-                    PyDict_SetItem(item, key0, _text(pg.tok[0].data + a, b - a, ascii0))
-                if f & EBS_ENTRY_TOKEN1:
-                    a = pg.off[1][i]
-                    b = pg.off[1][i + 1]
-                    PyDict_SetItem(item, K_SECOND_TOKEN,
-                                   _text(pg.tok[1].data + a, b - a, ascii1))
-            Py_INCREF(item)
-            items[i] = <PyObject *>item
+                Py_INCREF(None)
+                items[i] = <PyObject *>None
+                i += 1
+                continue
+            d = ebs_dict_new()
+            items[i] = d  # owned by items from here, so an error below frees it
             i += 1
+            if f & EBS_ENTRY_INDEX:
+                ebs_dict_put(d, k_index, ebs_int(pg.index[i - 1]))
+            if f & EBS_ENTRY_TOKEN0:
+                a = pg.off[0][i - 1]
+                text = ebs_text(pg.tok[0].data + a, pg.off[0][i] - a, ascii0)
+                ebs_dict_put(d, k_token0, text)
+                if (i & (PIN_STRIDE - 1)) == 1:
+                    pins.append(<object>text)  # (d holds it)
+            if f & EBS_ENTRY_TOKEN1:
+                a = pg.off[1][i - 1]
+                text = ebs_text(pg.tok[1].data + a, pg.off[1][i] - a, ascii1)
+                ebs_dict_put(d, k_token1, text)
+                if (i & (PIN_STRIDE - 1)) == 1:
+                    pins.append(<object>text)
         out = PyList_New(n)
         if n:  # an empty list has no item array (memcpy to NULL is undefined even for 0)
             memcpy(PyList_GET_ITEM_PTR(out), items, <size_t>n * sizeof(PyObject *))
         i = 0  # the list owns them now
-        return out
     finally:
+        ebs_gc_resume(gc_was)
         while i > 0:
             i -= 1
             Py_DECREF(<object>items[i])
         PyMem_Free(items)
+    global _pins
+    _pins = pins  # only now: the previous page's pins held its arenas while this one was made
+    return out
 
 
 def parse_page(body, str kind not None) -> dict:

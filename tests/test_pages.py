@@ -451,6 +451,187 @@ def test_mutated_pages_native_and_twin_agree(case, edits):
             columns_agree(c, pages_[0], kind)
 
 
+# -- entries as the service writes them: the native scanner's fast path ------------------
+# The native scanner reads {"BlockIndex": N, "BlockToken": "..."} (and the changed form) in
+# one pass and hands anything else back to its general path, which reads the entry again from
+# its '{'. These pin down both sides of that line: every near miss must come out as the twin
+# (and json.loads) make of it, errors included.
+
+def _outcomes(body: bytes, kind: str) -> list:
+    return [(_outcome(m, body, kind, "parse_page"), _outcome(m, body, kind, "parse_columns"))
+            for m in IMPLS]
+
+
+def _check_entries(kind: str, entry_texts: list[str]) -> None:
+    body = f'{{"{LIST_KEY[kind]}":[{",".join(entry_texts)}],"VolumeSize":8}}'.encode()
+    got = _outcomes(body, kind)
+    page, cols = got[0]
+    for other in got[1:]:
+        assert other[0] == page
+        assert (other[1] is ValueError) == (cols is ValueError)
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        assert page is ValueError
+        return
+    if page is ValueError:  # only what ebsfast refuses on purpose: wrong types, beyond int64
+        return
+    assert page == expected_page(obj, kind)
+    same_as_botocore(page, body, kind)
+    for m in IMPLS:
+        if cols is not ValueError:
+            columns_agree(m.parse_columns(body, kind), page, kind)
+
+
+_FAST_INDEXES = ["0", "7", "10", "1234567", "12345678", "99999999", "100000000",
+                 "123456789012345678", "999999999999999999", "1000000000000000000",
+                 "9223372036854775807", "9223372036854775808", "18446744073709551616",
+                 "-1", "-0", "-9223372036854775808", "00", "01", "0.5", "1.0", "1e3", "1E3",
+                 "12e", "5.", "null", '"5"', "true", "[]", "+1", "0x10", "1\x00"]
+
+
+@pytest.mark.parametrize("index", _FAST_INDEXES)
+@pytest.mark.parametrize("kind", ["blocks", "changed"])
+def test_fast_path_indexes(kind, index):
+    key = "BlockToken" if kind == "blocks" else "FirstBlockToken"
+    _check_entries(kind, [f'{{"BlockIndex":1,"{key}":"t"}}',
+                          f'{{"BlockIndex":{index},"{key}":"AAAA"}}',
+                          f'{{"BlockIndex":{index}, "{key}" : "AAAA" }}',
+                          f'{{"BlockIndex":2,"{key}":"u"}}'])
+
+
+@pytest.mark.parametrize("entry", [
+    # whitespace of every kind, everywhere JSON allows it
+    '{ "BlockIndex" : 5 , "BlockToken" : "t" }',
+    '{\n\t"BlockIndex":\r\n5,\n"BlockToken":\t"t"\n}',
+    # tokens the fast path leaves to scan_string, and some it takes
+    '{"BlockIndex":5,"BlockToken":""}',
+    '{"BlockIndex":5,"BlockToken":"a\\/b"}',
+    '{"BlockIndex":5,"BlockToken":"\\u0041\\n"}',
+    '{"BlockIndex":5,"BlockToken":"\u00e9t\u00e9"}',
+    '{"BlockIndex":5,"BlockToken":"' + "Q" * 31 + '"}',
+    '{"BlockIndex":5,"BlockToken":"' + "Q" * 32 + '"}',
+    '{"BlockIndex":5,"BlockToken":"' + "Q" * 47 + '\u00e9"}',
+    '{"BlockIndex":5,"BlockToken":"' + "Q" * 40 + '\\"q"}',
+    '{"BlockIndex":5,"BlockToken":"tab\there"}',
+    '{"BlockIndex":5,"BlockToken":"\\ud800"}',
+    '{"BlockIndex":5,"BlockToken":null}',
+    '{"BlockIndex":5,"BlockToken":5}',
+    '{"BlockIndex":5,"BlockToken":"t"',
+    # members in another order, repeated, unknown, missing, keys escaped
+    '{"BlockToken":"t","BlockIndex":5}',
+    '{"BlockIndex":5,"BlockToken":"t","BlockToken":"u"}',
+    '{"BlockIndex":5,"BlockIndex":6,"BlockToken":"t"}',
+    '{"BlockIndex":5,"BlockToken":"t","x":[1,{"y":"}"}]}',
+    '{"x":1,"BlockIndex":5,"BlockToken":"t"}',
+    '{"BlockIndex":5}',
+    '{"BlockIndex":5,}',
+    '{"BlockIndex":5 "BlockToken":"t"}',
+    '{"BlockIndex"5,"BlockToken":"t"}',
+    '{"BlockIndex":5,"BlockToken""t"}',
+    '{"BlockIndex":5,"BlockTokenX":"t"}',
+    '{"BlockIndexX":5,"BlockToken":"t"}',
+    '{"Block\\u0049ndex":5,"BlockToken":"t"}',
+    '{"BlockIndex":5,"FirstBlockToken":"t"}',
+    '{}',
+    'null',
+])
+def test_fast_path_blocks_entries(entry):
+    _check_entries("blocks", ['{"BlockIndex":1,"BlockToken":"t"}', entry,
+                              '{"BlockIndex":2,"BlockToken":"u"}'])
+
+
+@pytest.mark.parametrize("entry", [
+    '{"BlockIndex":5}',
+    '{"BlockIndex":5,"FirstBlockToken":"f"}',
+    '{"BlockIndex":5,"SecondBlockToken":"s"}',
+    '{"BlockIndex":5,"FirstBlockToken":"f","SecondBlockToken":"s"}',
+    '{ "BlockIndex" : 5 , "FirstBlockToken" : "f" , "SecondBlockToken" : "s" }',
+    '{"BlockIndex":5,"SecondBlockToken":"s","FirstBlockToken":"f"}',
+    '{"BlockIndex":5,"FirstBlockToken":"f","FirstBlockToken":"g"}',
+    '{"BlockIndex":5,"SecondBlockToken":"s","SecondBlockToken":"t"}',
+    '{"BlockIndex":5,"FirstBlockToken":"f","SecondBlockToken":"s","FirstBlockToken":null}',
+    '{"BlockIndex":5,"FirstBlockToken":null,"SecondBlockToken":"s"}',
+    '{"BlockIndex":5,"FirstBlockToken":"f","SecondBlockToken":null}',
+    '{"BlockIndex":5,"FirstBlockToken":"\\u00e9","SecondBlockToken":"s"}',
+    '{"BlockIndex":5,"FirstBlockToken":"f","SecondBlockToken":"s","x":0}',
+    '{"BlockIndex":5,"BlockToken":"b","SecondBlockToken":"s"}',
+    '{"BlockIndex":5,"FirstBlockToken":"f",}',
+    '{"BlockIndex":5,"FirstBlockToken":"f","SecondBlockToken":"s"',
+    '{"FirstBlockToken":"f","BlockIndex":5}',
+    'null',
+])
+def test_fast_path_changed_entries(entry):
+    _check_entries("changed", ['{"BlockIndex":1,"FirstBlockToken":"f","SecondBlockToken":"s"}',
+                               entry, '{"BlockIndex":2,"SecondBlockToken":"t"}'])
+
+
+def test_fast_path_near_the_end_of_the_body(pages):
+    """Numbers and tokens within a few bytes of the end, where the scanner cannot read a whole
+    word or vector ahead: every truncation of a blocks page is an error, in both forms."""
+    body = b'{"Blocks":[{"BlockIndex":1234567,"BlockToken":"%s"}]}' % (b"Q" * 40)
+    assert pages.parse_page(body, "blocks")["Blocks"][0]["BlockIndex"] == 1234567
+    for n in range(len(body)):
+        for fn in (pages.parse_page, pages.parse_columns):
+            with pytest.raises(ValueError):
+                fn(body[:n], "blocks")
+
+
+@st.composite
+def service_pages(draw):
+    """Pages in the service's member order, entries mostly as the fast path takes them."""
+    kind = draw(st.sampled_from(["blocks", "changed"]))
+    ws = st.sampled_from(["", "", "", " ", "\n"])
+    index = (st.integers(0, 10**9) | st.integers(0, 2**64)
+             | st.sampled_from([0, 9, 10, 99999999, 10**8, 10**17, 10**18, 2**63 - 1]))
+    text = st.text(_B64, max_size=160) | tokens
+    ascii_ = draw(st.booleans())
+    out = []
+    for _ in range(draw(st.integers(0, 6))):
+        members = [("BlockIndex", draw(index))]
+        for key in TOKEN_KEYS[kind]:
+            if kind == "blocks" or draw(st.booleans()):
+                members.append((key, draw(text)))
+        out.append("{" + ",".join(f"{draw(ws)}{json.dumps(k)}{draw(ws)}:{draw(ws)}"
+                                  f"{json.dumps(v, ensure_ascii=ascii_)}{draw(ws)}"
+                                  for k, v in members) + "}")
+    return kind, out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(service_pages())
+def test_service_pages_agree(case):
+    kind, entry_texts = case
+    _check_entries(kind, entry_texts)
+
+
+def test_pages_share_nothing_mutable(pages):
+    body = json.dumps(synthetic("changed", 300)).encode()
+    a, b = pages.parse_page(body, "changed"), pages.parse_page(body, "changed")
+    assert a == b
+    for x, y in zip(a["ChangedBlocks"], b["ChangedBlocks"]):
+        assert x is not y
+    a["ChangedBlocks"][0]["BlockIndex"] = -1
+    a["ChangedBlocks"].append(None)
+    assert b == pages.parse_page(body, "changed")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_gc_setting_is_left_as_it_was(pages, enabled):
+    import gc
+    body = json.dumps(synthetic("blocks", 3000)).encode()
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        pages.parse_page(body, "blocks")
+        assert gc.isenabled() is enabled
+        with pytest.raises(ValueError):
+            pages.parse_page(body[:-1], "blocks")
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
+
+
 # -- malformed bodies ---------------------------------------------------------------------
 
 SMALL = (b'{"ChangedBlocks":[{"BlockIndex":3,"FirstBlockToken":"AA\\u00e9==","SecondBlockToken'
