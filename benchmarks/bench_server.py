@@ -18,6 +18,12 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+try:
+    import ebsfast
+except ModuleNotFoundError:  # run from a checkout that is not installed: use the checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import ebsfast
+
 BLOCK = 524288
 N_BLOCKS = 64
 
@@ -29,8 +35,13 @@ def _proc_cpu_s(pid: int) -> float:
 
 
 def _start_server():
+    # The server imports the ebsfast this script imported, wherever it is run from (`-m`
+    # puts the working directory first on the server's path).
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(ebsfast.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen([sys.executable, "-m", "ebsfast.testing", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=root)
     info = {}
     while "aws_secret_access_key" not in info:
         line = proc.stdout.readline()

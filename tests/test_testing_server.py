@@ -534,6 +534,16 @@ def test_zero_blocks_cost_nothing_and_data_dir_keeps_blocks(tmp_path):
         assert got == {0: ZERO, 20: block(80)}
 
 
+def test_data_dir_serves_a_zero_block_when_nothing_else_is_stored(tmp_path):
+    # blocks.bin is empty then: the zero block cannot come from its first slot
+    with EBSServer(data_dir=str(tmp_path)) as s:
+        ebs = make_client(s)
+        snap = upload(ebs, {0: ZERO})
+        token = ebs.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        got = ebs.get_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockToken=token)
+        assert got["BlockData"].read() == ZERO
+
+
 def test_repr_hides_the_secret(server):
     assert server.secret_key not in repr(server)
     assert server.access_key in repr(server)
@@ -556,3 +566,253 @@ def test_command_line_server():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# -- the GetSnapshotBlock hot path: the same bytes as the general path ---------------------
+
+class _Capture:
+    """A connection that keeps what is sent (for the server's _send paths)."""
+
+    def __init__(self):
+        self.sent = bytearray()
+
+    def sendall(self, data, flags=0):
+        self.sent += data
+
+    def sendmsg(self, buffers, *args):
+        n = 0
+        for b in buffers:
+            self.sent += b
+            n += len(memoryview(b))
+        return n
+
+
+def _without_request_id(data: bytes) -> bytes:
+    import re
+
+    return re.sub(rb"x-amzn-RequestId: [^\r]+", b"x-amzn-RequestId: -", bytes(data))
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_block_head_is_what_the_general_path_sends(keep_alive):
+    with EBSServer(verify_signatures=False) as s:
+        snap = upload(make_client(s), {0: block(90), 1: ZERO})
+        svc = s.service
+        for index in (0, 1):
+            blk = svc.snapshots[snap].blocks[index]
+            resp = svc.get_snapshot_block(snap, str(index), {
+                "blockToken": svc.block_token(svc.snapshots[snap], index, 2**40)})
+            general, fast = _Capture(), _Capture()
+            s._send_block = lambda conn, head, *a: conn.sendall(head) or True
+            s._send(general, resp, keep_alive=keep_alive, op="GetSnapshotBlock")
+            fast.sendall(s._block_head(blk.checksum, keep_alive))
+            assert _without_request_id(fast.sent) == _without_request_id(general.sent)
+            assert fast.sent.endswith(b"SHA256\r\n\r\n" if keep_alive
+                                      else b"Connection: close\r\n\r\n")
+
+
+def test_unquote_shortcut_matches_unquote():
+    import random
+    from urllib.parse import unquote
+
+    from ebsfast.testing._server import _parse_query, _unquote
+
+    rnd = random.Random(5)
+    pieces = ["%2B", "%2F", "%3D", "%2b", "%2f", "%3d", "%", "%%", "%2", "%41", "%C3%A9", "%e9",
+              "A", "z", "0", "+", "/", "=", " ", "\xe9", "&", "blockToken="]
+    for _ in range(20000):
+        s = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 8)))
+        assert _unquote(s) == unquote(s), repr(s)
+        for qs in ("blockToken=" + s, s):
+            if "&" not in qs and qs.startswith("blockToken="):
+                # the handler's shortcut for one blockToken parameter
+                token = qs[11:]
+                if "%" in token or "+" in token:
+                    token = _unquote(token.replace("+", " "))
+                assert token == _parse_query(qs).get("blockToken"), repr(qs)
+
+
+def _signed_get(s: EBSServer, path: str, query: str, extra: str = "") -> bytes:
+    from ebsfast.signing import Signer
+
+    host = f"{s.host}:{s.port}"
+    signed = Signer(s.access_key, s.secret_key, s.region, "ebs").sign(
+        "GET", path, query, [("host", host)])
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+    return f"GET {path}?{query} HTTP/1.1\r\nHost: {host}\r\n{head}{extra}\r\n".encode()
+
+
+def _read_response(sock) -> tuple[bytes, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        chunk = sock.recv(1 << 20)
+        assert chunk
+        body += chunk
+    return head, body
+
+
+@pytest.mark.parametrize("path", ["splice", "sendmsg", "sendfile"])
+def test_every_send_path_serves_blocks_on_one_connection(path, tmp_path, monkeypatch):
+    """A stored block leaves by vmsplice+splice (in memory, where available), by one sendmsg
+    (in memory, without it) or by sendfile (a data directory); each is tested here."""
+    from urllib.parse import quote
+
+    from ebsfast.testing import _splice, _store
+
+    if path == "splice" and not _splice.AVAILABLE:
+        pytest.skip("vmsplice is not available here")
+    if path == "sendmsg":
+        monkeypatch.setattr(_store.BlockStore, "address", lambda self, block: None)
+    kw = {"data_dir": str(tmp_path)} if path == "sendfile" else {}
+    # 70 blocks: more than one in-memory chunk of slots
+    blocks = {i: block(200 + i) for i in range(70)} | {70: ZERO}
+    with EBSServer(**kw) as s:
+        ebs = make_client(s)
+        snap = upload(ebs, blocks, volume_gib=1)
+        store = s.service.store
+        if path == "splice":
+            assert store.address(s.service.snapshots[snap].blocks[0]) is not None
+        listed = ebs.list_snapshot_blocks(SnapshotId=snap)["Blocks"]
+        with socket.create_connection((s.host, s.port), timeout=10) as sock:
+            for entry in listed[:3] + listed[-3:]:  # both chunks and the zero block
+                i = entry["BlockIndex"]
+                sock.sendall(_signed_get(s, f"/snapshots/{snap}/blocks/{i}",
+                                         "blockToken=" + quote(entry["BlockToken"], safe="")))
+                head, body = _read_response(sock)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+                assert body == blocks[i]
+                assert f"x-amz-Checksum: {b64sha(blocks[i])}".encode() in head
+        assert store.read(s.service.snapshots[snap].blocks[69]) == blocks[69]
+
+
+def test_a_connection_without_a_pipe_copies_instead(monkeypatch):
+    from urllib.parse import quote
+
+    from ebsfast.testing import _splice
+
+    if not _splice.AVAILABLE:
+        pytest.skip("vmsplice is not available here")
+
+    def no_fds(size):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(_splice, "BlockPipe", no_fds)
+    with EBSServer() as s:
+        ebs = make_client(s)
+        snap = upload(ebs, {0: block(95), 1: block(96)})
+        listed = ebs.list_snapshot_blocks(SnapshotId=snap)["Blocks"]
+        with socket.create_connection((s.host, s.port), timeout=10) as sock:
+            for entry in listed * 2:
+                i = entry["BlockIndex"]
+                sock.sendall(_signed_get(s, f"/snapshots/{snap}/blocks/{i}",
+                                         "blockToken=" + quote(entry["BlockToken"], safe="")))
+                head, body = _read_response(sock)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == block(95 + i)
+
+
+def test_block_pipe_smaller_than_a_block_sends_in_steps(monkeypatch):
+    import threading
+
+    from ebsfast.testing import _splice
+    from ebsfast.testing._store import BlockStore
+
+    if not _splice.AVAILABLE:
+        pytest.skip("vmsplice is not available here")
+    monkeypatch.setattr(_splice, "F_SETPIPE_SZ", -1)  # refused: the pipe keeps its 64 KiB
+    store = BlockStore()
+    blk = store.put(block(97), hashlib.sha256(block(97)).digest())
+    pipe = _splice.BlockPipe(BLOCK_SIZE)
+    assert pipe._capacity < BLOCK_SIZE
+    a, b = socket.socketpair()
+    got = bytearray()
+    reader = threading.Thread(target=lambda: [got.extend(d) for d in iter(
+        lambda: b.recv(1 << 20), b"")])
+    reader.start()
+    try:
+        for _ in range(2):
+            pipe.send(a, b"head", store.address(blk), BLOCK_SIZE)
+    finally:
+        a.close()
+        reader.join()
+        b.close()
+        pipe.close()
+        store.close()
+    assert bytes(got) == (b"head" + block(97)) * 2
+
+
+def test_store_reuses_slots_and_closes_with_views_alive():
+    from ebsfast.testing._store import BlockStore
+
+    store = BlockStore()
+    a = store.put(block(1), hashlib.sha256(block(1)).digest())
+    b = store.put(block(2), hashlib.sha256(block(2)).digest())
+    assert bytes(store.view(a)) == block(1) and store.read(b) == block(2)
+    store.release(a)
+    c = store.put(block(3), hashlib.sha256(block(3)).digest())
+    assert c.slot == a.slot and store.read(c) == block(3) and store.read(b) == block(2)
+    assert store.stored_bytes == 2 * BLOCK_SIZE
+    zero = store.put(ZERO, hashlib.sha256(ZERO).digest())
+    assert zero.slot == -1 and store.address(zero) is None and store.read(zero) == ZERO
+    held = store.view(b)  # a send still holding the block's memory
+    store.close()
+    assert bytes(held) == block(2)
+    held.release()
+
+
+def test_recorded_headers_keep_arrival_order_and_raw_names():
+    with EBSServer(verify_signatures=False, record_requests=True) as s:
+        raw_exchange(s, b"GET /snapshots/snap-1/blocks/0?blockToken=a%2Bb HTTP/1.1\r\n"
+                        b"Host: x\r\nX-A:  v1 \t\r\nx-a: v2\r\nna\x0cme:\r\n\r\n")
+        (rec,) = s.requests
+        assert rec == {"method": "GET", "path": "/snapshots/snap-1/blocks/0",
+                       "query": "blockToken=a%2Bb", "body": b"",
+                       "headers": [("Host", "x"), ("X-A", "v1"), ("x-a", "v2"),
+                                   ("na\x0cme", "")]}
+
+
+@pytest.mark.parametrize("line", [b"Bad Header", b" Lead: x", b"a\tb: x", b"\x0cname: x",
+                                  b"name\x85: x", b": x", b"a b: x"])
+def test_malformed_header_names_are_refused(line):
+    with EBSServer(verify_signatures=False) as s:
+        reply = raw_exchange(s, b"GET /snapshots/snap-1/blocks/0 HTTP/1.1\r\nHost: x\r\n"
+                                + line + b"\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 "), reply[:100]
+        assert b"Malformed header line" in reply
+
+
+def test_no_fault_draws_while_every_knob_is_off(server, ebs, done_snapshot):
+    token = ebs.list_snapshot_blocks(SnapshotId=done_snapshot)["Blocks"][0]["BlockToken"]
+    state = server._faults._rng.getstate()
+    for _ in range(3):
+        ebs.get_snapshot_block(SnapshotId=done_snapshot, BlockIndex=0, BlockToken=token)
+    assert server._faults._rng.getstate() == state
+
+
+def test_block_token_decoding_needs_no_alphabet_regex():
+    """_open relies on b64decode(validate=True) to refuse what a [A-Za-z0-9+/=] check would."""
+    import random
+    import re
+
+    from ebsfast.testing._service import Service
+    from ebsfast.testing._store import BlockStore
+
+    svc = Service(BlockStore())
+    alphabet_re = re.compile(r"^[A-Za-z0-9+/=]+$")
+    payload = b"B" + bytes(16) + b"snap-0"
+    valid = svc._seal(payload)
+    assert svc._open(valid) == payload
+    rnd = random.Random(3)
+    chars = list("ABCxyz019+/=") + ["\n", " ", "\t", "-", "_", "\xe9", "\x00", "%", "\u0663"]
+    for _ in range(20000):
+        t = "".join(rnd.choice(chars) for _ in range(rnd.randint(0, 12)))
+        if rnd.random() < 0.3:
+            t = valid[:rnd.randrange(len(valid))] + t
+        if not alphabet_re.match(t):
+            assert svc._open(t) is None, repr(t)
+    svc.store.close()

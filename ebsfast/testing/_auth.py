@@ -20,6 +20,7 @@ from ._service import ApiError
 _AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})$")
 _DATE_RE = re.compile(r"^\d{8}T\d{6}Z$")
+_EMPTY_SHA256 = sha256(b"").hex()
 
 
 def _denied(code: str, message: str, status: int = 403) -> ApiError:
@@ -42,13 +43,24 @@ def _amz_epoch(amz_date: str) -> float:
                       "date.") from None
 
 
+def _signed_with(payload_hash: str, req, query: str, sig_headers: list, key: bytes,
+                 amz_date: str, scope: str, signature: str) -> bool:
+    """Whether ``signature`` is the request's signature with this payload hash."""
+    try:
+        creq, _ = signing.canonical_request(req.method, req.path, query, sig_headers,
+                                            payload_hash)
+    except ValueError as exc:
+        raise _denied("InvalidSignatureException", f"The request cannot be signed: {exc}")
+    return hmac.compare_digest(signing.signature(key, signing.string_to_sign(amz_date, scope,
+                                                                             creq)), signature)
+
+
 def verify(req, *, access_key: str, secret_key: str, session_token: str | None, region: str,
            max_skew_s: float) -> None:
     """Raise ApiError unless ``req`` carries a valid signature by these credentials."""
     headers = req.headers
     auth = headers.get("authorization")
-    query_auth = "X-Amz-Signature=" in req.query_string
-    if auth is None and not query_auth:
+    if auth is None and "X-Amz-Signature=" not in req.query_string:
         raise ApiError(403, "AccessDeniedException", "The request carries no SigV4 signature "
                        "(Authorization header or X-Amz-Signature query parameter).",
                        "UNAUTHORIZED_ACCOUNT")
@@ -126,24 +138,17 @@ def verify(req, *, access_key: str, secret_key: str, session_token: str | None, 
     # The client may have signed the hash it announced (x-amz-content-sha256, which may be
     # UNSIGNED-PAYLOAD), or the body's own hash: botocore announces UNSIGNED-PAYLOAD for
     # PutSnapshotBlock but signs the body hash when the endpoint is plain http.
-    candidates = []
     announced = headers.get("x-amz-content-sha256")
-    if announced:
-        candidates.append(announced)
-    if expires is not None:
-        candidates.append("UNSIGNED-PAYLOAD")
-    for payload_hash in candidates + [None]:
-        if payload_hash is None:
-            payload_hash = sha256(req.body or b"").hex()
-        try:
-            creq, _ = signing.canonical_request(req.method, req.path, query, sig_headers,
-                                                payload_hash)
-        except ValueError as exc:
-            raise _denied("InvalidSignatureException", f"The request cannot be signed: {exc}")
-        sts = signing.string_to_sign(amz_date, scope, creq)
-        expected = signing.signature(key, sts)
-        if hmac.compare_digest(expected, signature):
-            return
+    if announced and _signed_with(announced, req, query, sig_headers, key, amz_date, scope,
+                                  signature):
+        return
+    if expires is not None and _signed_with("UNSIGNED-PAYLOAD", req, query, sig_headers, key,
+                                            amz_date, scope, signature):
+        return
+    body = req.body
+    if _signed_with(sha256(body).hex() if body else _EMPTY_SHA256, req, query, sig_headers, key,
+                    amz_date, scope, signature):
+        return
     raise _denied("InvalidSignatureException", "The request signature we calculated does not "
                   "match the signature you provided. Check your AWS Secret Access Key and "
                   "signing method.")

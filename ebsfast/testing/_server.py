@@ -22,7 +22,7 @@ import threading
 import time
 from urllib.parse import unquote
 
-from . import _auth
+from . import _auth, _splice
 from ._faults import BODY_OPERATIONS, Faults, FaultState
 from ._service import ApiError, Response, Service
 from ._store import BLOCK_SIZE, BlockStore
@@ -36,6 +36,11 @@ REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 402: 
            500: "Internal Server Error", 503: "Service Unavailable"}
 # The namespace the service puts after the code in x-amzn-ErrorType.
 ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.zeppelindataservice/"
+# The fixed parts of a GetSnapshotBlock head, around the block's checksum.
+_BLOCK_HEAD = (f"Content-Type: application/octet-stream\r\nContent-Length: {BLOCK_SIZE}\r\n"
+               f"x-amz-Data-Length: {BLOCK_SIZE}\r\nx-amz-Checksum: ")
+_BLOCK_HEAD_END = "\r\nx-amz-Checksum-Algorithm: SHA256\r\n\r\n"
+_BLOCK_HEAD_END_CLOSE = "\r\nx-amz-Checksum-Algorithm: SHA256\r\nConnection: close\r\n\r\n"
 
 
 class _BadRequest(Exception):
@@ -48,8 +53,23 @@ class _BadRequest(Exception):
 
 
 class _Request:
-    __slots__ = ("method", "target", "path", "query_string", "version", "headers", "header_list",
+    __slots__ = ("method", "target", "path", "query_string", "version", "headers", "lines",
                  "body", "keep_alive")
+
+    @property
+    def header_list(self) -> list:
+        """The headers as (name, value) in arrival order; built only when asked for (request
+        recording), since every name was checked when the head was parsed."""
+        return [(name, value.strip(" \t"))
+                for name, _, value in (line.partition(":") for line in self.lines)]
+
+
+def _unquote(s: str) -> str:
+    """``unquote`` for a query part, with a shortcut for what block tokens carry: base64's
+    ``+``, ``/`` and ``=`` escaped in upper case. The shortcut applies only when no other
+    escape is left afterwards, and gives exactly what ``unquote`` gives."""
+    quick = s.replace("%2B", "+").replace("%2F", "/").replace("%3D", "=")
+    return quick if "%" not in quick else unquote(s)
 
 
 def _parse_query(qs: str) -> dict:
@@ -61,9 +81,9 @@ def _parse_query(qs: str) -> dict:
     for part in qs.split("&"):
         k, _, v = part.partition("=")
         if "%" in k or "+" in k:
-            k = unquote(k.replace("+", " "))
+            k = _unquote(k.replace("+", " "))
         if "%" in v or "+" in v:
-            v = unquote(v.replace("+", " "))
+            v = _unquote(v.replace("+", " "))
         out[k] = v
     return out
 
@@ -75,7 +95,8 @@ class _Clock:
     def __init__(self):
         self._second = -1
         self._date = ""
-        self._prefix = secrets.token_hex(10)
+        p = secrets.token_hex(10)
+        self._prefix = f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-"
         self._counter = itertools.count()
 
     def date(self) -> str:
@@ -86,9 +107,7 @@ class _Clock:
         return self._date
 
     def request_id(self) -> str:
-        n = next(self._counter)
-        p = self._prefix
-        return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-{n:012x}"
+        return f"{self._prefix}{next(self._counter):012x}"
 
 
 def _random_access_key() -> str:
@@ -99,9 +118,14 @@ def _route(method: str, path: str):
     """(operation name, path parameters) for a request path, or None."""
     parts = path.split("/")
     # ['', 'snapshots', ...]
+    if (method == "GET" and len(parts) == 5 and parts[3] == "blocks" and parts[1] == "snapshots"
+            and parts[0] == ""):  # GetSnapshotBlock, the one that must be quick
+        snap, index = parts[2], parts[4]
+        return "GetSnapshotBlock", (unquote(snap) if "%" in snap else snap,
+                                    unquote(index) if "%" in index else index)
     if len(parts) < 2 or parts[0] != "" or parts[1] != "snapshots":
         return None
-    rest = [unquote(p) for p in parts[2:]]
+    rest = [unquote(p) if "%" in p else p for p in parts[2:]]
     if method == "POST" and rest in ([], [""]):
         return "StartSnapshot", ()
     if method == "POST" and len(rest) == 2 and rest[0] == "completion":
@@ -164,6 +188,7 @@ class EBSServer:
         self._stopping = threading.Event()
         self._accept_thread: threading.Thread | None = None
         self._clock = _Clock()
+        self._local = threading.local()  # per connection thread: its _splice.BlockPipe
         self._served = itertools.count()
         self._accepted = itertools.count()
         self.requests_served = 0
@@ -333,6 +358,10 @@ class EBSServer:
         except (OSError, ssl.SSLError):
             return
         finally:
+            pipe = getattr(self._local, "pipe", None)
+            self._local.pipe = None
+            if pipe:
+                pipe.close()
             with self._lock:
                 self._conns.discard(conn)
                 self._threads.discard(threading.current_thread())
@@ -342,10 +371,8 @@ class EBSServer:
                 pass
 
     def _read_request(self, conn, buf: bytearray) -> _Request | None:
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                break
+        end = buf.find(b"\r\n\r\n")
+        while end < 0:
             if len(buf) > MAX_HEAD:
                 raise _BadRequest(431, "The request head is too large.")
             data = conn.recv(65536)
@@ -354,55 +381,62 @@ class EBSServer:
                     raise _BadRequest(400, "The connection closed inside a request head.")
                 return None
             buf += data
-        head = bytes(buf[:end])
+            end = buf.find(b"\r\n\r\n")
+        lines = buf[:end].decode("latin-1").split("\r\n")
         del buf[:end + 4]
         try:
-            text = head.decode("latin-1")
-            lines = text.split("\r\n")
             method, target, version = lines[0].split(" ")
         except ValueError:
             raise _BadRequest(400, "The request line is malformed.") from None
         if not version.startswith("HTTP/1."):
             raise _BadRequest(400, f"Unsupported protocol {version!r}.")
-        header_list = []
+        del lines[0]
         headers: dict[str, str] = {}
-        for line in lines[1:]:
+        for line in lines:
             name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
+            if not sep or not name or " " in name or "\t" in name or name != name.strip():
                 raise _BadRequest(400, f"Malformed header line {line[:80]!r}.")
             value = value.strip(" \t")
-            header_list.append((name, value))
             key = name.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
+            if key in headers:
+                headers[key] = f"{headers[key]},{value}"
+            else:
+                headers[key] = value
         req = _Request()
         req.method = method
         req.target = target
-        path, _, req.query_string = target.partition("?")
-        req.path = path
+        req.path, _, req.query_string = target.partition("?")
         req.version = version
         req.headers = headers
-        req.header_list = header_list
-        conn_hdr = headers.get("connection", "").lower()
-        req.keep_alive = ("close" not in conn_hdr if version == "HTTP/1.1"
-                          else "keep-alive" in conn_hdr)
-        if headers.get("expect", "").lower() == "100-continue":
-            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            req.body = self._read_chunked(conn, buf)
+        req.lines = lines
+        conn_hdr = headers.get("connection")
+        if conn_hdr is None:
+            req.keep_alive = version == "HTTP/1.1"
         else:
-            cl = headers.get("content-length", "0")
-            if not cl.isdigit():
-                raise _BadRequest(400, f"Invalid Content-Length {cl[:40]!r}.")
-            n = int(cl)
-            if n > MAX_BODY:
-                raise _BadRequest(413, f"The request body of {n} bytes is larger than a block.")
-            while len(buf) < n:
-                data = conn.recv(max(65536, n - len(buf)))
-                if not data:
-                    raise _BadRequest(400, "The connection closed inside a request body.")
-                buf += data
-            req.body = bytes(buf[:n])
-            del buf[:n]
+            conn_hdr = conn_hdr.lower()
+            req.keep_alive = ("close" not in conn_hdr if version == "HTTP/1.1"
+                              else "keep-alive" in conn_hdr)
+        if "expect" in headers and headers["expect"].lower() == "100-continue":
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if "transfer-encoding" in headers and "chunked" in headers["transfer-encoding"].lower():
+            req.body = self._read_chunked(conn, buf)
+            return req
+        cl = headers.get("content-length")
+        if cl is None:  # a GET: no body, and nothing to read
+            req.body = b""
+            return req
+        if not cl.isdigit():
+            raise _BadRequest(400, f"Invalid Content-Length {cl[:40]!r}.")
+        n = int(cl)
+        if n > MAX_BODY:
+            raise _BadRequest(413, f"The request body of {n} bytes is larger than a block.")
+        while len(buf) < n:
+            data = conn.recv(max(65536, n - len(buf)))
+            if not data:
+                raise _BadRequest(400, "The connection closed inside a request body.")
+            buf += data
+        req.body = bytes(buf[:n])
+        del buf[:n]
         return req
 
     def _read_chunked(self, conn, buf: bytearray) -> bytes:
@@ -451,8 +485,11 @@ class EBSServer:
                 _auth.verify(req, access_key=self.access_key, secret_key=self._secret_key,
                              session_token=self._session_token, region=self.region,
                              max_skew_s=self.max_clock_skew_s)
+            # Each check reads its knob first: a knob at zero (or None) is what roll() and
+            # over_rate() would answer False to without drawing from the generator.
             f = faults.faults
-            if faults.over_rate(("account",), f.account_rate_limit):
+            if (f.account_rate_limit is not None
+                    and faults.over_rate(("account",), f.account_rate_limit)):
                 raise ApiError(400, "ThrottlingException", "Rate exceeded.")
             if op in f.rate_limits:
                 snap = route[1][0] if route[1] else ""
@@ -460,15 +497,31 @@ class EBSServer:
                     raise ApiError(400, "RequestThrottledException",
                                    f"{op} is throttled for this snapshot.",
                                    "RESOURCE_LEVEL_THROTTLE")
-            if faults.roll("stall_rate", op):
+            if not f.stall_rate <= 0.0 and faults.roll("stall_rate", op):
                 if self._stopping.wait(f.stall_s):
                     return False
-            if faults.roll("error_rate", op):
+            if not f.error_rate <= 0.0 and faults.roll("error_rate", op):
                 raise ApiError(500, "InternalServerException", "An internal error occurred "
                                "(injected by ebsfast.testing).")
-            resp = self._dispatch(op, route[1], req)
+            if op == "GetSnapshotBlock":
+                # The hot path: no Response, and the head written in one piece.
+                qs = req.query_string
+                if qs.startswith("blockToken=") and "&" not in qs:
+                    token = qs[11:]  # what _parse_query(qs)["blockToken"] gives, quicker
+                    if "%" in token or "+" in token:
+                        token = _unquote(token.replace("+", " "))
+                else:
+                    token = _parse_query(qs).get("blockToken")
+                params = route[1]
+                block = self.service.block_for_get(params[0], params[1], token)
+                resp = None
+            else:
+                resp = self._dispatch(op, route[1], req)
         except ApiError as exc:
             resp = self._error(exc.status, exc.code, exc.message, exc.reason)
+        if resp is None:
+            return self._send_block(conn, self._block_head(block.checksum, req.keep_alive),
+                                    block, op, req.keep_alive)
         return self._send(conn, resp, keep_alive=req.keep_alive, op=op)
 
     def _dispatch(self, op: str, params: tuple, req: _Request) -> Response:
@@ -520,11 +573,21 @@ class EBSServer:
         conn.sendall(head_bytes + body)
         return keep_alive
 
+    def _block_head(self, checksum: str, keep_alive: bool) -> bytes:
+        """The head of a GetSnapshotBlock answer: what ``_send`` makes of the Response
+        ``Service.get_snapshot_block`` returns, byte for byte, built in one f-string."""
+        clock = self._clock
+        return (f"HTTP/1.1 200 OK\r\nx-amzn-RequestId: {clock.request_id()}\r\n"
+                f"Date: {clock.date()}\r\n{_BLOCK_HEAD}{checksum}"
+                f"{_BLOCK_HEAD_END if keep_alive else _BLOCK_HEAD_END_CLOSE}").encode("latin-1")
+
     def _send_block(self, conn, head: bytes, block, op: str | None, keep_alive: bool) -> bool:
         store = self.service.store
         faults = self._faults
         body = None
-        if op in BODY_OPERATIONS:
+        f = faults.faults
+        if op in BODY_OPERATIONS and not (f.corrupt_rate <= 0.0 and f.reset_rate <= 0.0
+                                          and f.truncate_rate <= 0.0):
             if faults.roll("corrupt_rate", op):
                 body = faults.corrupt(store.read(block))
             if faults.roll("reset_rate", op):
@@ -537,18 +600,42 @@ class EBSServer:
                 conn.sendall(memoryview(body or store.read(block))[: BLOCK_SIZE // 2])
                 return False
         if body is None and not isinstance(conn, ssl.SSLSocket):
-            # The block goes from the store's file to the socket inside the kernel.
-            conn.sendall(head, socket.MSG_MORE)
-            offset, left = store.offset(block), BLOCK_SIZE
-            while left > 0:
-                sent = os.sendfile(conn.fileno(), store.fileno, offset, left)
-                if sent == 0:
-                    raise ConnectionResetError("the client closed the connection mid-block")
-                offset += sent
-                left -= sent
+            address = store.address(block)
+            pipe = getattr(self._local, "pipe", None) if address is not None else False
+            if pipe is None:
+                try:
+                    pipe = _splice.BlockPipe(BLOCK_SIZE)
+                except OSError:  # out of file descriptors: this connection copies instead
+                    pipe = False
+                self._local.pipe = pipe
+            if pipe:
+                # By reference: vmsplice + splice (see _splice for why).
+                pipe.send(conn, head, address, BLOCK_SIZE)
+                return keep_alive
+            if not store.in_memory and block.slot >= 0:
+                # The block goes from the store's file to the socket inside the kernel. (Not
+                # a zero block: while nothing else is stored, the file ends before it.)
+                conn.sendall(head, socket.MSG_MORE)
+                offset, left = store.offset(block), BLOCK_SIZE
+                while left > 0:
+                    sent = os.sendfile(conn.fileno(), store.fileno, offset, left)
+                    if sent == 0:
+                        raise ConnectionResetError("the client closed the connection mid-block")
+                    offset += sent
+                    left -= sent
+                return keep_alive
+            # Head and block in one sendmsg, the block from where it sits in memory (or
+            # ZERO_BLOCK).
+            view = store.view(block)
+            sent = conn.sendmsg((head, view))
+            if sent < len(head) + BLOCK_SIZE:  # a signal cut the send short
+                if sent < len(head):
+                    conn.sendall(head[sent:])
+                    sent = len(head)
+                conn.sendall(view[sent - len(head):])
             return keep_alive
         conn.sendall(head)
-        conn.sendall(body if body is not None else store.read(block))
+        conn.sendall(body if body is not None else store.view(block))
         return keep_alive
 
     @staticmethod

@@ -25,7 +25,6 @@ from ._store import BLOCK_SIZE, Block, BlockStore
 BLOCKS_PER_GIB = (1 << 30) // BLOCK_SIZE
 MAX_VOLUME_GIB = 65536  # 64 TiB, the largest EBS snapshot
 SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]+$")
-TOKEN_RE = re.compile(r"^[A-Za-z0-9+/=]+$")
 KMS_ARN_RE = re.compile(r"arn:aws[a-z\-]*:kms:.*:[0-9]{12}:key/.*")
 OWNER_ID = "111122223333"
 
@@ -138,21 +137,26 @@ class Service:
         self.page_token_ttl_s = PAGE_TOKEN_TTL_S
 
     # -- tokens: opaque base64, bound to a snapshot (and index), expiring, MAC'd ------------
+    def _mac(self, payload: bytes) -> bytes:
+        # Keyed BLAKE2b: a MAC in one C call, three times cheaper than HMAC-SHA256 here
+        # (_open computes it inline, the same way).
+        return hashlib.blake2b(payload, key=self._key, digest_size=16).digest()
+
     def _seal(self, payload: bytes) -> str:
-        mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
-        return base64.b64encode(payload + mac).decode()
+        return base64.b64encode(payload + self._mac(payload)).decode()
 
     def _open(self, token: str) -> bytes | None:
-        if not token or len(token) > 256 or not TOKEN_RE.match(token):
+        if not token or len(token) > 256:
             return None
-        try:
+        try:  # validate=True refuses anything but base64's alphabet and padding
             raw = base64.b64decode(token, validate=True)
         except (binascii.Error, ValueError):
             return None
         if len(raw) < 17:
             return None
         payload, mac = raw[:-16], raw[-16:]
-        if not hmac.compare_digest(hmac.new(self._key, payload, hashlib.sha256).digest()[:16], mac):
+        if not hmac.compare_digest(
+                hashlib.blake2b(payload, key=self._key, digest_size=16).digest(), mac):
             return None
         return payload
 
@@ -423,16 +427,23 @@ class Service:
             out["NextToken"] = self._page_token(key, rest[0])
         return Response(200, out)
 
-    def get_snapshot_block(self, snapshot_id: str, index_s: str, query: dict) -> Response:
-        snap = self._completed(snapshot_id)
+    def block_for_get(self, snapshot_id: str, index_s: str, token: str | None) -> Block:
+        """The block a GetSnapshotBlock asks for, after every check the operation makes; the
+        server's hot path sends it without building a Response."""
+        snap = self.snapshots.get(snapshot_id)
+        if snap is None or snap.status != "completed":  # else _completed would return snap
+            snap = self._completed(snapshot_id)
         index = _int_param(index_s, "blockIndex")
-        token = query.get("blockToken")
         if not token:
             raise validation("blockToken is required.", "INVALID_BLOCK_TOKEN")
         self._check_block_token(token, snap, index)
         block = snap.blocks.get(index)
         if block is None:  # a valid token always names a stored block; guard anyway
             raise validation(f"Block {index} is not in the snapshot.", "INVALID_BLOCK")
+        return block
+
+    def get_snapshot_block(self, snapshot_id: str, index_s: str, query: dict) -> Response:
+        block = self.block_for_get(snapshot_id, index_s, query.get("blockToken"))
         return Response(200, None, headers={"x-amz-Data-Length": str(BLOCK_SIZE),
                                             "x-amz-Checksum": block.checksum,
                                             "x-amz-Checksum-Algorithm": "SHA256"},
