@@ -384,8 +384,8 @@ class EBSClient:
                 if delay is not None:
                     call.sleep(delay)
                     continue
-                error["ResponseMetadata"] = wire.response_metadata(
-                    status, resp_headers, call.metadata(), lower_case=True)
+                error["ResponseMetadata"] = wire.response_metadata(status, resp_headers,
+                                                                   call.metadata())
                 raise _MODELED.get(code, _exc.ClientError)(error, op.name)
             if is_get:
                 mismatch = self._checksum_mismatch(params, resp_headers, digest, length,
@@ -399,17 +399,17 @@ class EBSClient:
                     call.sleep(delay)
                     continue
             call.after_success()
-            result = {"ResponseMetadata": wire.response_metadata(
-                status, resp_headers, call.metadata(), lower_case=True)}
+            result = {"ResponseMetadata": wire.response_metadata(status, resp_headers,
+                                                                 call.metadata())}
             if raw:
                 result["Body"] = data
                 return result
             if op.output_body and data:
                 parsed = self._parse_body(op, data)
-                result.update(wire.parse_output(op, resp_headers, None, lower_case=True))
+                result.update(wire.parse_output(op, resp_headers, None))
                 result.update(parsed)
             else:
-                result.update(wire.parse_output(op, resp_headers, None, lower_case=True))
+                result.update(wire.parse_output(op, resp_headers, None))
             if is_get:
                 result["_length"] = length
             return result

@@ -211,27 +211,17 @@ def parse_timestamp(value) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc).astimezone()
 
 
-def _lower_headers(headers) -> dict:
-    out: dict[str, str] = {}
-    for k, v in headers.items():
-        lk = k.lower()
-        out[lk] = f"{out[lk]}, {v}" if lk in out else v
-    return out
-
-
-def response_metadata(status: int, headers: dict, retry: dict, *,
-                      lower_case: bool = False) -> dict:
-    """boto3's ResponseMetadata; ``retry`` holds RetryAttempts (and MaxAttemptsReached or
-    RetryQuotaReached when they apply). ``lower_case``: ``headers`` already has lower-case
-    names, repeated fields joined, and becomes HTTPHeaders as it is."""
-    lower = headers if lower_case else _lower_headers(headers)
-    meta = {"RequestId": lower.get("x-amzn-requestid", ""), "HTTPStatusCode": status,
-            "HTTPHeaders": lower}
+def response_metadata(status: int, headers: dict, retry: dict) -> dict:
+    """boto3's ResponseMetadata; ``headers`` (names lower-case, repeated fields joined, as the
+    client's exchanges give them) becomes HTTPHeaders as it is; ``retry`` holds RetryAttempts
+    (and MaxAttemptsReached or RetryQuotaReached when they apply)."""
+    meta = {"RequestId": headers.get("x-amzn-requestid", ""), "HTTPStatusCode": status,
+            "HTTPHeaders": headers}
     meta.update(retry)
-    if "x-amz-id-2" in lower:
-        meta["HostId"] = lower["x-amz-id-2"]
+    if "x-amz-id-2" in headers:
+        meta["HostId"] = headers["x-amz-id-2"]
     if not meta["RequestId"]:
-        meta["RequestId"] = lower.get("x-amz-request-id", "")
+        meta["RequestId"] = headers.get("x-amz-request-id", "")
     return meta
 
 
@@ -240,14 +230,12 @@ _OUTPUT_HEADERS = {op.name: tuple((name, header.lower(), kind)
                    for op in model.OPERATIONS.values()}
 
 
-def parse_output(op: model.Operation, headers: dict, body: bytes | None, *,
-                 lower_case: bool = False) -> dict:
-    """The operation's output members (without BlockData and ResponseMetadata).
-    ``lower_case``: the header names are already lower-case."""
+def parse_output(op: model.Operation, headers: dict, body: bytes | None) -> dict:
+    """The operation's output members (without BlockData and ResponseMetadata); ``headers``
+    with lower-case names."""
     out: dict = {}
-    lower = headers if lower_case else {k.lower(): v for k, v in headers.items()}
     for name, header, kind in _OUTPUT_HEADERS[op.name]:
-        value = lower.get(header)
+        value = headers.get(header)
         if value is not None:
             out[name] = int(value) if kind == "integer" else value
     if op.output_body and body:
@@ -273,8 +261,8 @@ def parse_output_doc(op: model.Operation, doc: dict, out: dict) -> dict:
 
 
 def parse_error(status: int, headers: dict, body: bytes) -> dict:
-    """The error dict boto3 puts in ``ClientError.response`` (without ResponseMetadata)."""
-    lower = {k.lower(): v for k, v in headers.items()}
+    """The error dict boto3 puts in ``ClientError.response`` (without ResponseMetadata);
+    ``headers`` with lower-case names."""
     doc = {}
     if body:
         try:
@@ -283,7 +271,7 @@ def parse_error(status: int, headers: dict, body: bytes) -> dict:
             doc = {}
         if not isinstance(doc, dict):
             doc = {}
-    code = lower.get("x-amzn-errortype", "").split(":")[0]
+    code = headers.get("x-amzn-errortype", "").split(":")[0]
     if not code:
         code = str(doc.get("__type") or doc.get("code") or "")
         if "#" in code:

@@ -50,6 +50,18 @@ class Faults:
         if self.operations is not None:
             self.operations = frozenset(self.operations)
 
+    @property
+    def request_faults(self) -> bool:
+        """Whether any knob acts before a request is answered (limits, stalls, 500s); when
+        none does, the server skips those checks (none of them would draw a random number)."""
+        return bool(self.account_rate_limit is not None or self.rate_limits
+                    or self.stall_rate > 0 or self.error_rate > 0)
+
+    @property
+    def body_faults(self) -> bool:
+        """Whether any knob acts on a block body (corruption, reset, truncation)."""
+        return self.corrupt_rate > 0 or self.reset_rate > 0 or self.truncate_rate > 0
+
 
 KNOBS = frozenset(f.name for f in fields(Faults))
 

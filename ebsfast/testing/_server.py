@@ -485,33 +485,25 @@ class EBSServer:
                 _auth.verify(req, access_key=self.access_key, secret_key=self._secret_key,
                              session_token=self._session_token, region=self.region,
                              max_skew_s=self.max_clock_skew_s)
-            # Each check reads its knob first: a knob at zero (or None) is what roll() and
-            # over_rate() would answer False to without drawing from the generator.
             f = faults.faults
-            if (f.account_rate_limit is not None
-                    and faults.over_rate(("account",), f.account_rate_limit)):
-                raise ApiError(400, "ThrottlingException", "Rate exceeded.")
-            if op in f.rate_limits:
-                snap = route[1][0] if route[1] else ""
-                if faults.over_rate((op, snap), f.rate_limits[op]):
-                    raise ApiError(400, "RequestThrottledException",
-                                   f"{op} is throttled for this snapshot.",
-                                   "RESOURCE_LEVEL_THROTTLE")
-            if not f.stall_rate <= 0.0 and faults.roll("stall_rate", op):
-                if self._stopping.wait(f.stall_s):
-                    return False
-            if not f.error_rate <= 0.0 and faults.roll("error_rate", op):
-                raise ApiError(500, "InternalServerException", "An internal error occurred "
-                               "(injected by ebsfast.testing).")
+            if f.request_faults:
+                if faults.over_rate(("account",), f.account_rate_limit):
+                    raise ApiError(400, "ThrottlingException", "Rate exceeded.")
+                if op in f.rate_limits:
+                    snap = route[1][0] if route[1] else ""
+                    if faults.over_rate((op, snap), f.rate_limits[op]):
+                        raise ApiError(400, "RequestThrottledException",
+                                       f"{op} is throttled for this snapshot.",
+                                       "RESOURCE_LEVEL_THROTTLE")
+                if faults.roll("stall_rate", op):
+                    if self._stopping.wait(f.stall_s):
+                        return False
+                if faults.roll("error_rate", op):
+                    raise ApiError(500, "InternalServerException", "An internal error "
+                                   "occurred (injected by ebsfast.testing).")
             if op == "GetSnapshotBlock":
                 # The hot path: no Response, and the head written in one piece.
-                qs = req.query_string
-                if qs.startswith("blockToken=") and "&" not in qs:
-                    token = qs[11:]  # what _parse_query(qs)["blockToken"] gives, quicker
-                    if "%" in token or "+" in token:
-                        token = _unquote(token.replace("+", " "))
-                else:
-                    token = _parse_query(qs).get("blockToken")
+                token = _parse_query(req.query_string).get("blockToken")
                 params = route[1]
                 block = self.service.block_for_get(params[0], params[1], token)
                 resp = None
@@ -586,8 +578,7 @@ class EBSServer:
         faults = self._faults
         body = None
         f = faults.faults
-        if op in BODY_OPERATIONS and not (f.corrupt_rate <= 0.0 and f.reset_rate <= 0.0
-                                          and f.truncate_rate <= 0.0):
+        if op in BODY_OPERATIONS and f.body_faults:
             if faults.roll("corrupt_rate", op):
                 body = faults.corrupt(store.read(block))
             if faults.roll("reset_rate", op):
