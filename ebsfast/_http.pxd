@@ -68,6 +68,8 @@ cdef extern from "http.h" nogil:
                          const uint8_t *body, size_t body_len, double timeout_s,
                          ebs_http_signal_fn on_signal)
     int ebs_http_run_fd(ebs_http_ex *x, int fd, double timeout_s, ebs_http_signal_fn on_signal)
+    int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
+                                 ebs_http_signal_fn on_signal)
     void ebs_http_hash_pending(ebs_http_ex *x)
 
 

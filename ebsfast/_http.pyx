@@ -18,6 +18,15 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_DecodeLatin1
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    enum:
+        POLLIN
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
 from libc.errno cimport ECONNRESET, EPIPE
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
@@ -32,6 +41,7 @@ from ebsfast._http_py import (
     IncompleteBody,
     ProtocolError,
     Response,
+    StaleConnection,
     _byte_view,
     _max_other,
     _timeout,
@@ -126,14 +136,45 @@ cdef int _raise(ebs_http_ex *x, int rc) except -1:
     raise SystemError(f"ebsfast._http: unexpected result {rc}")
 
 
-cdef object _response(ebs_http_ex *x, PyObject **exact):
+cdef extern from *:
+    """
+    /* A header name (a token, so ASCII) as a new str, lower-cased on the way in. */
+    static PyObject *ebs_lower_name(const char *p, Py_ssize_t n)
+    {
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s == NULL)
+            return NULL;
+        Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)p[i];
+            d[i] = (Py_UCS1)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        return s;
+    }
+    """
+    object ebs_lower_name(const char *p, Py_ssize_t n)
+
+
+cdef object _response(ebs_http_ex *x, PyObject **exact, bint lower_headers):
     cdef const char *h = <const char *>x.hbuf
     cdef size_t i
-    headers = []
-    for i in range(x.nfields):
-        f = &x.fields[i]
-        headers.append((PyUnicode_DecodeLatin1(h + f.name_off, f.name_len, NULL),
-                        PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)))
+    cdef dict lower
+    if lower_headers:
+        # lower_fields of the twin: lower-case names, a repeated name's values joined
+        lower = {}
+        for i in range(x.nfields):
+            f = &x.fields[i]
+            name = ebs_lower_name(h + f.name_off, f.name_len)
+            value = PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)
+            before = lower.get(name)
+            lower[name] = value if before is None else f"{before}, {value}"
+        headers = lower
+    else:
+        headers = []
+        for i in range(x.nfields):
+            f = &x.fields[i]
+            headers.append((PyUnicode_DecodeLatin1(h + f.name_off, f.name_len, NULL),
+                            PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)))
     reason = PyUnicode_DecodeLatin1(h + x.reason_off, x.reason_len, NULL)
     if x.dst_is_out:
         body = None
@@ -156,16 +197,24 @@ cdef int _run_plain(ebs_http_ex *x, object sock, Py_buffer *hv, Py_buffer *bv, b
     cdef int rc
     cdef const uint8_t *bp = <const uint8_t *>bv.buf if have_body else NULL
     cdef size_t bn = <size_t>bv.len if have_body else 0
+    cdef bint blocking
     if fd < 0:
         raise OSError(9, "Bad file descriptor")
+    # A socket in blocking mode (no timeout of its own) is read with blocking receives that
+    # wait in the kernel, one system call each; otherwise each wait is a poll.
+    own_timeout = sock.gettimeout()
+    blocking = own_timeout is None
     if timeout is None:
-        timeout = sock.gettimeout()
+        timeout = own_timeout
     t = -1.0 if timeout is None else timeout
     with nogil:
         rc = ebs_http_send_fd(x, fd, <const uint8_t *>hv.buf, <size_t>hv.len, bp, bn, t,
                               _on_signal)
         if rc == 0:
-            rc = ebs_http_run_fd(x, fd, t, _on_signal)
+            if blocking:
+                rc = ebs_http_run_fd_blocking(x, fd, t, _on_signal)
+            else:
+                rc = ebs_http_run_fd(x, fd, t, _on_signal)
     if rc != EBS_HTTP_DONE:
         _raise(x, rc)
     return 0
@@ -220,8 +269,20 @@ cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
     return 0
 
 
+cdef bint _idle_readable(object sock) except -1:
+    cdef pollfd p
+    cdef int r
+    p.fd = sock.fileno()
+    if p.fd < 0:
+        raise OSError(9, "Bad file descriptor")
+    p.events = POLLIN
+    p.revents = 0
+    r = poll(&p, 1, 0)
+    return r > 0
+
+
 def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
-             max_other_body=1 << 20):
+             max_other_body=1 << 20, lower_headers=False, idle_check=False):
     """Sends one request (``head`` is the request line, headers and blank line; ``body`` any
     C-contiguous buffer, sent without a copy) on a connected socket and reads the response.
 
@@ -231,6 +292,10 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
     ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
     socket (time without progress, like a socket timeout); None uses the socket's own timeout.
     On a plain socket everything after argument checks runs with the GIL released.
+
+    ``lower_headers``: ``Response.headers`` is a dict (names lower-cased, repeated values
+    joined with ``", "``) rather than a list of pairs. ``idle_check``: raise
+    ``StaleConnection`` without sending if the (pooled) connection became readable while idle.
     """
     cdef Py_buffer hv
     cdef Py_buffer bv
@@ -261,11 +326,13 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
         x.head_request = hv.len >= 5 and memcmp(hv.buf, b"HEAD ", 5) == 0
         x.alloc_exact = _alloc_body
         x.alloc_ctx = &exact
+        if idle_check and _idle_readable(sock):
+            raise StaleConnection()
         if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
             _run_plain(x, sock, &hv, &bv, have_body, timeout)
         else:
             _run_object(x, sock, head, body, timeout)
-        return _response(x, &exact)
+        return _response(x, &exact, lower_headers)
     finally:
         Py_XDECREF(exact)
         if x != NULL:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import re
+import select
 from typing import Any
 
 IMPLEMENTATION = "python"
@@ -45,12 +46,15 @@ class Response:
 
     ``body`` is the body as ``bytes`` unless it was written into ``out`` (status 200 with an
     ``out``), in which case it is None and ``body_length`` says how many bytes of ``out`` were
-    written and ``digest`` is their SHA-256 (when ``hash_body``; else None).
+    written and ``digest`` is their SHA-256 (when ``hash_body``; else None). ``headers`` is
+    the list of ``(name, value)`` pairs as received, or with ``lower_headers`` the dict of
+    :func:`lower_fields`.
     """
 
     __slots__ = ("body", "body_length", "digest", "headers", "keep_alive", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]],
+    def __init__(self, status: int, reason: str,
+                 headers: list[tuple[str, str]] | dict[str, str],
                  body: bytes | None, body_length: int, digest: bytes | None,
                  keep_alive: bool) -> None:
         self.status = status
@@ -64,6 +68,8 @@ class Response:
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first header called ``name`` (any case), else ``default``."""
         want = name.lower()
+        if isinstance(self.headers, dict):  # lower_headers: all of them, joined
+            return self.headers.get(want, default)
         for k, v in self.headers:
             if k.lower() == want:
                 return v
@@ -108,6 +114,18 @@ class ConnectionClosed(ExchangeError, ConnectionError):
                  response_started: bool = False) -> None:
         super().__init__(message)
         self.response_started = response_started
+
+
+class StaleConnection(ConnectionClosed):
+    """Found before sending (``idle_check``): the kept-alive connection became readable while
+    it sat idle, so the server closed it (or sent something unasked). Nothing was sent; take
+    another connection."""
+
+    def __init__(self, message: str = "the idle connection was closed by the server") -> None:
+        super().__init__(message, response_started=False)
+
+    def __reduce__(self):  # type: ignore[override]
+        return self.__class__, (self.args[0],)
 
 
 class IncompleteBody(ExchangeError, ConnectionError):
@@ -554,9 +572,29 @@ class _Exchange:
                         bool(keep_alive))
 
 
+def lower_fields(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """Header fields as one dict: names lower-cased, a repeated name's values joined with
+    ``", "`` in the order they came (what botocore's HTTPHeaders holds)."""
+    lower: dict[str, str] = {}
+    for name, value in fields:
+        name = name.lower()
+        lower[name] = f"{lower[name]}, {value}" if name in lower else value
+    return lower
+
+
+def _idle_readable(sock: Any) -> bool:
+    fd = sock.fileno()
+    if fd < 0:
+        raise OSError(9, "Bad file descriptor")
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
              timeout_s: float | None = None, hash_body: bool = True,
-             max_other_body: int = 1 << 20) -> Response:
+             max_other_body: int = 1 << 20, lower_headers: bool = False,
+             idle_check: bool = False) -> Response:
     """Sends one request (``head`` is the request line, headers and blank line; ``body`` any
     C-contiguous buffer) on a connected socket and reads the response.
 
@@ -565,6 +603,11 @@ def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
     ``BodyTooLarge`` before anything is written past its end. Any other body comes back as
     ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
     socket (time without progress, like a socket timeout); None keeps the socket's own timeout.
+
+    ``lower_headers``: ``Response.headers`` is the dict :func:`lower_fields` makes rather than
+    the list of ``(name, value)`` pairs. ``idle_check``: first look whether the connection (a
+    kept-alive one from a pool) became readable while idle, and raise ``StaleConnection``
+    without sending anything if so.
     """
     head_v = _byte_view(head, "head")
     body_v = None if body is None else _byte_view(body, "body")
@@ -572,6 +615,8 @@ def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
     timeout = _timeout(timeout_s)
     max_other = _max_other(max_other_body)
     ex = _Exchange(sock, out_v, bool(hash_body), max_other, bytes(head_v[:5]) == b"HEAD ")
+    if idle_check and _idle_readable(sock):
+        raise StaleConnection()
     restore = timeout is not None
     if restore:
         old = sock.gettimeout()
@@ -584,14 +629,17 @@ def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ConnectionClosed("the connection closed while the request was being sent",
                                    response_started=False) from exc
-        return ex.run()
+        response = ex.run()
     finally:
         if restore:
             try:
                 sock.settimeout(old)
             except OSError:
                 pass
+    if lower_headers:
+        response.headers = lower_fields(response.headers)
+    return response
 
 
 __all__ = ["BodyTooLarge", "ConnectionClosed", "ExchangeError", "IncompleteBody",
-           "ProtocolError", "Response", "exchange"]
+           "ProtocolError", "Response", "StaleConnection", "exchange", "lower_fields"]

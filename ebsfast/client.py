@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import functools
 import logging
 import os
 import platform
@@ -152,6 +153,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # A 10,000-entry list page is about 1.5 MB of JSON; anything far beyond that is not EBS.
 _MAX_JSON_BODY = 64 << 20
 _PAGE_KINDS = {"ListSnapshotBlocks": "blocks", "ListChangedBlocks": "changed"}
+_GET_BLOCK = model.OPERATIONS["GetSnapshotBlock"]
+_debug = functools.partial(logger.isEnabledFor, logging.DEBUG)
 
 
 def _http():
@@ -165,12 +168,17 @@ def _pages():
 _EMPTY_SHA256 = sha256(b"").hex()
 
 
+_UUID_KEEP = ~((0xF << 76) | (0x3 << 62))
+_UUID_SET = (0x4 << 76) | (0x2 << 62)
+
+
 def _invocation_id() -> str:
     """A random (version 4) UUID for amz-sdk-invocation-id, the header botocore sends. It
     names one call in logs and is no secret, so the random module's generator (reseeded in a
     forked child) serves, without a system call per request."""
-    h = f"{_getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    # 122 random bits, the version nibble 4 and the variant bits 10
+    h = "%032x" % ((_getrandbits(128) & _UUID_KEEP) | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _writable_view(out) -> memoryview:
@@ -320,16 +328,22 @@ class EBSClient:
         """One API call with retries. ``out``: GetSnapshotBlock's body goes straight into this
         writable byte view (``get_snapshot_block_into``). ``raw``: the JSON body is returned
         unparsed under ``"Body"`` (columnar listing)."""
-        params, block = self._prepare(op, params)
-        path, query, op_headers, body = wire.serialize(op, params)
-        if block is not None:
-            body = block
+        if op is _GET_BLOCK and (not self._validate or wire.quick_valid(op, params)):
+            # The block read's hot path: nothing to fill in, check or sign but the URI.
+            path, query = wire.get_block_target(params)
+            body = None
+            op_headers: list = []
+        else:
+            params, block = self._prepare(op, params)
+            path, query, op_headers, body = wire.serialize(op, params)
+            if block is not None:
+                body = block
         target = self._path_prefix + path + ("?" + query if query else "")
         # the query as sent (in argument order, as botocore sends it), sorted for signing
         canonical_query = _canonical_query(query) if "&" in query else query
         payload_hash = (UNSIGNED_PAYLOAD if op.unsigned_body else
                         _EMPTY_SHA256 if not body else sha256(body).hex())
-        is_get = op.name == "GetSnapshotBlock"
+        is_get = op is _GET_BLOCK
         if is_get and out is None:
             out = memoryview(bytearray(model.BLOCK_SIZE))
         call = self._retry.start(op.name)
@@ -337,12 +351,13 @@ class EBSClient:
         served_date = None  # the server's Date, for botocore's retry ttl
         fixed = [("Host", self._host)] + op_headers + [("User-Agent", self._user_agent)]
         sign_path = self._path_prefix + path
+        signed_headers = bool(op_headers or op.unsigned_body)
         while True:
             call.before_attempt()
             signer, frozen = self._signer()
             date = amz_date()
             headers = list(fixed)
-            if op_headers or op.unsigned_body:
+            if signed_headers:
                 headers += signer.sign(op.method, sign_path, canonical_query,
                                        [("host", self._host)] + op_headers, payload_hash, date,
                                        content_sha256=op.unsigned_body).items()
@@ -362,7 +377,8 @@ class EBSClient:
                 ttl = _retry_ttl(served_date, self._read_timeout)
                 headers.append(("amz-sdk-request", f"{'ttl=' + ttl + '; ' if ttl else ''}"
                                 f"attempt={call.attempt}; max={self._retry.max_attempts}"))
-            logger.debug("%s %s attempt %d", op.name, op.method, call.attempt)
+            if _debug():
+                logger.debug("%s %s attempt %d", op.name, op.method, call.attempt)
             try:
                 status, resp_headers, data, digest, length = self._exchange(
                     op.method, target, headers, body, out if is_get else None,
@@ -387,9 +403,8 @@ class EBSClient:
                 error["ResponseMetadata"] = wire.response_metadata(status, resp_headers,
                                                                    call.metadata())
                 raise _MODELED.get(code, _exc.ClientError)(error, op.name)
-            if is_get:
-                mismatch = self._checksum_mismatch(params, resp_headers, digest, length,
-                                                   verify)
+            if is_get and verify:
+                mismatch = self._checksum_mismatch(params, resp_headers, digest, length)
                 if mismatch is not None:
                     # Bytes that failed their checksum never stay where a caller may use them.
                     out[:length] = bytes(length)
@@ -404,12 +419,9 @@ class EBSClient:
             if raw:
                 result["Body"] = data
                 return result
+            wire.parse_output_headers(op, resp_headers, result)
             if op.output_body and data:
-                parsed = self._parse_body(op, data)
-                result.update(wire.parse_output(op, resp_headers, None))
-                result.update(parsed)
-            else:
-                result.update(wire.parse_output(op, resp_headers, None))
+                result.update(self._parse_body(op, data))
             if is_get:
                 result["_length"] = length
             return result
@@ -428,10 +440,10 @@ class EBSClient:
         """One HTTP request/response: ``(status, headers, body bytes, digest, length)``, the
         headers a dict with lower-case names. With ``out``, a 200 body lands in ``out`` (and
         ``digest`` is its SHA-256 when ``hash_body``); other bodies come back as bytes."""
-        checked_out = self._transport.checkout() if self._native_io else None
+        transport = self._transport
+        checked_out = transport.checkout() if self._native_io else None
         if checked_out is None:
             return self._exchange_urllib3(method, target, headers, body, out, hash_body)
-        pool, conn = checked_out
         parts = [f"{method} {target} HTTP/1.1\r\n"]
         parts += [f"{k}: {v}\r\n" for k, v in headers]
         parts.append("Accept-Encoding: identity\r\n")
@@ -440,33 +452,40 @@ class EBSClient:
         parts.append("\r\n")
         head = "".join(parts).encode("latin-1")
         http = _http()
-        reusable = False
-        try:
-            r = http.exchange(conn.sock, head, body if body else None, out,
-                              timeout_s=self._read_timeout, hash_body=hash_body,
-                              max_other_body=_MAX_JSON_BODY)
-            reusable = r.keep_alive
-        except TimeoutError as e:
-            raise _exc.ReadTimeoutError(endpoint_url=self.meta.endpoint_url, error=e) from e
-        except http.IncompleteBody as e:
-            if out is not None:
-                out[:] = bytes(len(out))  # nothing half-written stays behind
-            raise _exc.ResponseStreamingError(error=e) from e
-        except (http.ConnectionClosed, ConnectionError) as e:
-            raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
-                                             error=e) from e
-        except (http.ProtocolError, http.BodyTooLarge) as e:
-            raise _exc.HTTPClientError(error=e) from e
-        except OSError as e:
-            raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
-                                             error=e) from e
-        finally:
-            self._transport.checkin(pool, conn, reusable)
-        lower: dict[str, str] = {}
-        for k, v in r.headers:
-            lk = k.lower()
-            lower[lk] = f"{lower[lk]}, {v}" if lk in lower else v
-        return r.status, lower, r.body, r.digest, r.body_length
+        while True:
+            pool, conn, was_idle = checked_out
+            reusable = False
+            try:
+                r = http.exchange(conn.sock, head, body if body else None, out,
+                                  timeout_s=self._read_timeout, hash_body=hash_body,
+                                  max_other_body=_MAX_JSON_BODY, lower_headers=True,
+                                  idle_check=was_idle)
+                reusable = r.keep_alive
+                break
+            except http.StaleConnection:
+                pass  # closed by the server while idle, nothing sent: take another below
+            except TimeoutError as e:
+                raise _exc.ReadTimeoutError(endpoint_url=self.meta.endpoint_url, error=e) from e
+            except http.IncompleteBody as e:
+                if out is not None:
+                    out[:] = bytes(len(out))  # nothing half-written stays behind
+                raise _exc.ResponseStreamingError(error=e) from e
+            except (http.ConnectionClosed, ConnectionError) as e:
+                raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
+                                                 error=e) from e
+            except (http.ProtocolError, http.BodyTooLarge) as e:
+                raise _exc.HTTPClientError(error=e) from e
+            except OSError as e:
+                raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
+                                                 error=e) from e
+            finally:
+                transport.checkin(pool, conn, reusable)
+            # Only idle connections are checked, and at most max_pool_connections wait, so
+            # this ends.
+            checked_out = transport.checkout()
+            if checked_out is None:
+                return self._exchange_urllib3(method, target, headers, body, out, hash_body)
+        return r.status, r.headers, r.body, r.digest, r.body_length
 
     def _exchange_urllib3(self, method, target, headers, body, out, hash_body):
         """The same exchange through urllib3's request path (used behind an HTTP proxy)."""
@@ -487,10 +506,7 @@ class EBSClient:
         return status, lower, data, None, len(data)
 
     @staticmethod
-    def _checksum_mismatch(params: dict, headers: dict, digest: bytes | None, length: int,
-                           verify: bool):
-        if not verify:
-            return None
+    def _checksum_mismatch(params: dict, headers: dict, digest: bytes | None, length: int):
         expected = headers.get("x-amz-checksum")
         algorithm = headers.get("x-amz-checksum-algorithm", "SHA256")
         if not expected or algorithm.upper() != "SHA256" or digest is None:
@@ -519,10 +535,14 @@ class EBSClient:
                 f'Unknown parameter in input: "{k}", must be one of: SnapshotId, BlockIndex, '
                 f"BlockToken, Out, VerifyChecksum" for k in kwargs))
         view = _writable_view(Out)
-        params = {k: v for k, v in (("SnapshotId", SnapshotId), ("BlockIndex", BlockIndex),
-                                    ("BlockToken", BlockToken)) if v is not None}
-        result = self._make_api_call(model.OPERATIONS["GetSnapshotBlock"], params, out=view,
-                                     verify=bool(VerifyChecksum))
+        params = {}
+        if SnapshotId is not None:
+            params["SnapshotId"] = SnapshotId
+        if BlockIndex is not None:
+            params["BlockIndex"] = BlockIndex
+        if BlockToken is not None:
+            params["BlockToken"] = BlockToken
+        result = self._make_api_call(_GET_BLOCK, params, out=view, verify=bool(VerifyChecksum))
         result.pop("_length", None)
         return result
 

@@ -236,6 +236,9 @@ class Transport:
         self._manager: urllib3.PoolManager | None = None
         self._proxy_managers: dict[str, urllib3.ProxyManager] = {}
         self._routes: dict[tuple[str, str, int | None], _Route] = {}
+        # (pool, connection) pairs given back in good order, for checkout (list.append and
+        # list.pop are atomic, so no lock)
+        self._idle: list = []
 
     # -- setup --------------------------------------------------------------------------------
     @staticmethod
@@ -395,12 +398,24 @@ class Transport:
 
     # -- connections for the native exchange -----------------------------------------------
     def checkout(self):
-        """``(pool, connection)``: a connected urllib3 connection to the endpoint, taken from
-        its pool for ebsfast's native exchange (which writes the request and reads the body
-        itself, straight from the socket). None when the route needs urllib3's own request
-        path (an HTTP proxy, which wants absolute request targets). Give it back with
-        :meth:`checkin`. TLS, proxies (CONNECT tunnels), pool limits and the connection's
+        """``(pool, connection, was_idle)``: a connected urllib3 connection to the endpoint, for
+        ebsfast's native exchange (which writes the request and reads the body itself,
+        straight from the socket). None when the route needs urllib3's own request path (an
+        HTTP proxy, which wants absolute request targets). Give back ``pool`` and
+        ``connection`` with :meth:`checkin`.
+
+        A connection given back in good order waits on a short stack of idle connections
+        (at most ``max_pool_connections``) and is handed out again from there, most recent
+        first, without a trip through urllib3's queue. Such a one comes with ``was_idle``
+        True: the server may have closed it meanwhile, which the exchange finds out before
+        sending (``idle_check``); the caller then gives it back as not reusable and checks
+        out again. (urllib3 checks the connections of its own queue as it hands them out.) Connections come from, and beyond that stack go back
+        to, urllib3's pool: TLS, proxies (CONNECT tunnels), pool limits and the connection's
         life stay urllib3's."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
         scheme, host, port = self._endpoint_key
         route = self._route(scheme, host or "", port, self._endpoint_base,
                             self._endpoint_prefix)
@@ -412,21 +427,31 @@ class Transport:
         try:
             if conn.sock is None:
                 conn.connect()
-            timeout = self.timeout.read_timeout
+            # A plain socket is left in blocking mode: the native exchange then waits in
+            # each receive (bounded by its own slices and the read timeout it is given)
+            # rather than in a poll before it. TLS reads go through the SSL socket's own
+            # recv_into, which keeps the read timeout.
+            timeout = (None if isinstance(conn.sock, socket.socket)
+                       and not isinstance(conn.sock, ssl.SSLSocket)
+                       else self.timeout.read_timeout)
             if conn.sock.gettimeout() != timeout:  # a system call; most calls skip it
                 conn.sock.settimeout(timeout)
         except Exception as e:
             conn.close()
             pool._put_conn(conn)
             raise self._map_send_error(e, route, self._endpoint_base) from e
-        return pool, conn
+        return pool, conn, False
 
-    @staticmethod
-    def checkin(pool, conn, reusable: bool) -> None:
+    def checkin(self, pool, conn, reusable: bool) -> None:
         """Return a connection from :meth:`checkout`; one whose exchange did not finish cleanly
         (any error, a body not read whole, ``Connection: close``) is closed first, so the pool
         never hands it out again."""
-        if not reusable:
+        if reusable:
+            idle = self._idle
+            if len(idle) < self.max_pool_connections:
+                idle.append((pool, conn, True))
+                return
+        else:
             conn.close()
         pool._put_conn(conn)
 
@@ -493,6 +518,9 @@ class Transport:
             self._manager = None
             self._proxy_managers = {}
             self._routes = {}
+        idle, self._idle = self._idle, []
+        for _pool, conn, _ in idle:
+            conn.close()
         for manager in managers:
             if manager is not None:
                 manager.clear()

@@ -130,6 +130,12 @@ def _quick_valid(op: model.Operation, params: dict, required) -> bool:
     return True
 
 
+def quick_valid(op: model.Operation, params: dict) -> bool:
+    """True when ``params`` is certainly valid for ``op`` by the quick check; False means
+    only "ask :func:`validate`"."""
+    return _quick_valid(op, params, op.required)
+
+
 def validate(op: model.Operation, params: dict, *, required=None) -> None:
     """Raise ParamValidationError listing every problem, as botocore's validator does."""
     if _quick_valid(op, params, op.required if required is None else required):
@@ -204,6 +210,18 @@ def serialize(op: model.Operation, params: dict) -> tuple[str, str, list, bytes 
     return path, qs, headers, body
 
 
+_GET_BLOCK_URI = model.OPERATIONS["GetSnapshotBlock"].uri
+_GET_BLOCK_QUERY = _PLACES["GetSnapshotBlock"]["BlockToken"][1] + "="
+
+
+def get_block_target(params: dict) -> tuple[str, str]:
+    """(path, query string) of a GetSnapshotBlock call: ``serialize``'s, for the one
+    operation read once per block, without its per-member dispatch."""
+    return (_GET_BLOCK_URI.format(snapshotId=percent_encode(params["SnapshotId"]),
+                                  blockIndex=percent_encode(params["BlockIndex"])),
+            _GET_BLOCK_QUERY + percent_encode(params["BlockToken"]))
+
+
 # -- parsing -----------------------------------------------------------------------------------
 
 def parse_timestamp(value) -> datetime.datetime:
@@ -230,14 +248,20 @@ _OUTPUT_HEADERS = {op.name: tuple((name, header.lower(), kind)
                    for op in model.OPERATIONS.values()}
 
 
-def parse_output(op: model.Operation, headers: dict, body: bytes | None) -> dict:
-    """The operation's output members (without BlockData and ResponseMetadata); ``headers``
-    with lower-case names."""
-    out: dict = {}
+def parse_output_headers(op: model.Operation, headers: dict, out: dict) -> dict:
+    """Adds to ``out`` the operation's output members that come in headers (``headers`` with
+    lower-case names); returns ``out``."""
     for name, header, kind in _OUTPUT_HEADERS[op.name]:
         value = headers.get(header)
         if value is not None:
             out[name] = int(value) if kind == "integer" else value
+    return out
+
+
+def parse_output(op: model.Operation, headers: dict, body: bytes | None) -> dict:
+    """The operation's output members (without BlockData and ResponseMetadata); ``headers``
+    with lower-case names."""
+    out = parse_output_headers(op, headers, {})
     if op.output_body and body:
         doc = json.loads(body)
         if isinstance(doc, dict):

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import socket
 import threading
+import time
 import tracemalloc
 from unittest import mock
 
@@ -322,3 +323,61 @@ def test_columns_match_the_dict_pages():
             PaginationConfig={"PageSize": 100}).columns()
         assert changed.indexes.tolist() == list(range(0, 40, 2)) + [1001, 1003]
         assert changed.n_changed == 20 and changed.n_added == 2 and changed.n_removed == 0
+
+
+# -- pooled connections: the idle stack and connections closed while idle ---------------------
+
+def _get_answer(data: bytes) -> bytes:
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    return (f"HTTP/1.1 200 OK\r\nx-amzn-RequestId: r1\r\nContent-Length: {len(data)}\r\n"
+            f"x-amz-Data-Length: {len(data)}\r\nx-amz-Checksum: {digest}\r\n"
+            f"x-amz-Checksum-Algorithm: SHA256\r\n\r\n").encode() + data
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_connection_closed_while_idle_is_replaced_without_a_retry(raw_server, tls):
+    data = block(77)
+    # each connection answers its first request, then the server closes it while it is idle
+    srv = raw_server([_get_answer(data), 0.05, "close"], tls=tls)
+    c = ebsfast.client("ebs", endpoint_url=f"{'https' if tls else 'http'}://127.0.0.1:{srv.port}",
+                       region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
+                       aws_secret_access_key="secret", verify=srv.ca_file,
+                       config=ebsfast.Config(retries={"mode": "standard"}))
+    out = np.zeros(BLOCK_SIZE, np.uint8)
+    args = dict(SnapshotId="snap-0123456789abcdef0", BlockIndex=1, BlockToken="t+/=", Out=out)
+    for n in range(1, 4):
+        r = c.get_snapshot_block_into(**args)
+        assert r["ResponseMetadata"]["RetryAttempts"] == 0 and out.tobytes() == data
+        assert srv.connections == n and len(srv.requests) == n  # nothing went to a dead one
+        time.sleep(0.3)
+    assert all(b"amz-sdk-request: attempt=1" in req for req in srv.requests)
+    c.close()
+
+
+def test_idle_connections_are_kept_up_to_max_pool_connections(setup):
+    s, c, snap, blocks, tokens = setup
+    c2 = client_for(s, max_pool_connections=3)
+    out = np.zeros((8, BLOCK_SIZE), np.uint8)
+    barrier = threading.Barrier(8)
+
+    def fetch(i):
+        barrier.wait()
+        c2.get_snapshot_block_into(SnapshotId=snap, BlockIndex=i % N_BLOCKS,
+                                   BlockToken=tokens[i % N_BLOCKS], Out=out[i])
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        assert out[i].tobytes() == blocks[i % N_BLOCKS]
+    idle = c2._transport._idle
+    assert 1 <= len(idle) <= 3
+    conns = [conn for _, conn, _ in idle]
+    c2.close()
+    assert c2._transport._idle == [] and all(conn.sock is None for conn in conns)
+    # and a closed client opens new connections on its next call
+    r = c2.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=tokens[0],
+                                   Out=out[0])
+    assert r["DataLength"] == BLOCK_SIZE and out[0].tobytes() == blocks[0]

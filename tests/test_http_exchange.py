@@ -741,3 +741,138 @@ def test_signal_handler_interrupts_a_blocked_exchange(http_impl, raw_server):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+# -- sockets in blocking mode (how the client's transport leaves plain connections) ----------
+
+def _blocking(srv):
+    sock = srv.connect(timeout=None)
+    assert sock.gettimeout() is None
+    return sock
+
+
+@pytest.mark.parametrize("hash_body", [True, False])
+def test_blocking_socket_reads_a_block_in_segments(http_impl, raw_server, hash_body):
+    data = block(21, B)
+    # the body in uneven pieces with pauses, so whole-part reads come back short and resume
+    srv = raw_server(segments(ok_head(B), 5) + segments(data[:300_000], 70_001, 0.01)
+                     + [0.05, data[300_000:]])
+    out = sentinel_array(B + 9)
+    with _blocking(srv) as sock:
+        r = http_impl.exchange(sock, get("/"), out=out[3:], timeout_s=5, hash_body=hash_body)
+    assert r.body_length == B and bytes(out[3:3 + B]) == data
+    assert untouched(out[:3]) and untouched(out[3 + B:])
+    assert r.digest == (hashlib.sha256(data).digest() if hash_body else None)
+
+
+def test_blocking_socket_times_out_per_wait(http_impl, raw_server):
+    srv = raw_server([ok_head(1000), block(1, 500), 0.3, block(2, 400), 5.0])
+    t0 = time.monotonic()
+    with _blocking(srv) as sock, pytest.raises(socket.timeout):
+        http_impl.exchange(sock, get("/"), out=np.empty(1000, np.uint8), timeout_s=0.5)
+    assert 0.75 < time.monotonic() - t0 < 2.0
+    srv = raw_server([5.0])  # no head at all
+    t0 = time.monotonic()
+    with _blocking(srv) as sock, pytest.raises(socket.timeout):
+        http_impl.exchange(sock, get("/"), timeout_s=0.2)
+    assert time.monotonic() - t0 < 1.0
+
+
+@pytest.mark.parametrize("script,error,got", [
+    ([ok_head(B), block(1, 5000), 0.05, "reset"], "IncompleteBody", 5000),
+    ([ok_head(B), block(1, 1000), "close"], "IncompleteBody", 1000),
+    (["close"], "ConnectionClosed", None),
+])
+def test_blocking_socket_cut_bodies(http_impl, raw_server, script, error, got):
+    srv = raw_server(script)
+    with _blocking(srv) as sock, pytest.raises(getattr(http_impl, error)) as ei:
+        http_impl.exchange(sock, get("/"), out=np.empty(B, np.uint8), timeout_s=5)
+    if got is not None:
+        assert ei.value.received == got
+
+
+def test_blocking_socket_chunked_and_eof_bodies(http_impl, raw_server):
+    data = block(5, 100_000)
+    srv = raw_server([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      + chunked(data, [1, 40_000, 7, 59_992])])
+    out = sentinel_array(B)
+    with _blocking(srv) as sock:
+        r = http_impl.exchange(sock, get("/"), out=out, timeout_s=5)
+    assert bytes(out[:len(data)]) == data and untouched(out[len(data):]) and r.keep_alive
+    srv = raw_server([b"HTTP/1.1 200 OK\r\n\r\n", data[:50_000], 0.02, data[50_000:], "close"])
+    with _blocking(srv) as sock:
+        r = http_impl.exchange(sock, get("/"), out=out, timeout_s=5)
+    assert r.body_length == len(data) and bytes(out[:len(data)]) == data
+    assert not r.keep_alive
+
+
+def test_blocking_python_socket_with_a_nonblocking_fd(http_impl, raw_server):
+    # Python thinks the socket blocks, but its fd was switched behind its back: the exchange
+    # must neither spin nor fail, and must still honour timeout_s.
+    import fcntl
+    import os
+
+    data = block(6, 200_000)
+    srv = raw_server([ok_head(len(data)), 0.1, data], [5.0])
+    with _blocking(srv) as sock:
+        fd = sock.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        out = np.empty(B, np.uint8)
+        r = http_impl.exchange(sock, get("/"), out=out, timeout_s=5)
+        assert bytes(out[:len(data)]) == data and r.digest == hashlib.sha256(data).digest()
+        t0 = time.monotonic()
+        with pytest.raises(socket.timeout):
+            http_impl.exchange(sock, get("/"), timeout_s=0.3)
+        assert 0.25 < time.monotonic() - t0 < 1.5
+
+
+def test_blocking_socket_signal_during_a_body(http_impl, raw_server):
+    srv = raw_server([ok_head(B), block(1, 1000), 30.0])
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        with _blocking(srv) as sock:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            t0 = time.monotonic()
+            with pytest.raises(Interrupted):
+                http_impl.exchange(sock, get("/"), out=np.empty(B, np.uint8), timeout_s=60)
+            assert time.monotonic() - t0 < 2.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# -- lower_headers and idle_check ---------------------------------------------------------------
+
+def test_lower_headers(http_impl, raw_server):
+    srv = raw_server([b"HTTP/1.1 200 OK\r\nX-Amz-Checksum: abc\r\nSet-Thing: 1\r\n"
+                      b"set-thing:  2 \r\nContent-Length: 3\r\nX-Latin: \xe9\r\n\r\nxyz"])
+    with srv.connect() as sock:
+        r = http_impl.exchange(sock, get("/"), lower_headers=True)
+        r2 = http_impl.exchange(sock, get("/"))
+    assert r.headers == {"x-amz-checksum": "abc", "set-thing": "1, 2", "content-length": "3",
+                         "x-latin": "\xe9"}
+    assert list(r.headers) == ["x-amz-checksum", "set-thing", "content-length", "x-latin"]
+    assert r.headers == _http_py.lower_fields(r2.headers)
+    assert r.header("SET-THING") == "1, 2" and r2.header("set-thing") == "1"
+    assert r.body == r2.body == b"xyz"
+
+
+def test_idle_check_finds_a_connection_closed_while_idle(http_impl, raw_server):
+    srv = raw_server([ok_head(3) + b"abc", 0.05, "close"])
+    with srv.connect() as sock:
+        r = http_impl.exchange(sock, get("/"), idle_check=True)  # healthy: no effect
+        assert r.body == b"abc" and r.keep_alive
+        time.sleep(0.3)  # the server closes the connection it kept alive
+        with pytest.raises(http_impl.StaleConnection) as ei:
+            http_impl.exchange(sock, get("/again"), idle_check=True)
+    assert isinstance(ei.value, http_impl.ConnectionClosed)
+    assert ei.value.response_started is False
+    assert len(srv.requests) == 1  # nothing was sent on the stale connection
+    assert http_impl.StaleConnection is _http_py.StaleConnection

@@ -118,3 +118,16 @@ def test_invocation_ids_are_distinct_version_4_uuids():
         u = uuid.UUID(s)
         assert str(u) == s and u.version == 4 and u.variant == uuid.RFC_4122
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", s)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshot_id=st.text(min_size=1, max_size=70), index=st.integers(0, 2**40),
+       token=st.text(min_size=1, max_size=200))
+def test_get_block_target_is_serialize(snapshot_id, index, token):
+    op = model.OPERATIONS["GetSnapshotBlock"]
+    params = {"SnapshotId": snapshot_id, "BlockIndex": index, "BlockToken": token}
+    path, query, headers, body = wire.serialize(op, params)
+    assert wire.get_block_target(params) == (path, query) and not headers and not body
+    assert wire.quick_valid(op, params)
+    assert not wire.quick_valid(op, {**params, "BlockIndex": True})
+    assert not wire.quick_valid(op, {"SnapshotId": snapshot_id, "BlockIndex": index})

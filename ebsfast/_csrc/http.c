@@ -5,11 +5,13 @@
 #include "http.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -483,6 +485,7 @@ void ebs_http_hash_pending(ebs_http_ex *x) {
 static int want(ebs_http_ex *x, int target, uint8_t *p, size_t n, uint8_t **buf, size_t *len) {
     x->reading_head = target == T_HEAD;
     x->reading_scratch = target == T_SCRATCH;
+    x->reading_exact = 0;
     *buf = p;
     *len = n;
     return EBS_HTTP_WANT_READ;
@@ -503,7 +506,9 @@ static int counted_part(ebs_http_ex *x, uint8_t **buf, size_t *len) {
     }
     if (x->eof)
         return EBS_HTTP_E_INCOMPLETE;
-    return want(x, T_DST, x->dst + x->dst_len, (size_t)x->remaining, buf, len);
+    int rc = want(x, T_DST, x->dst + x->dst_len, (size_t)x->remaining, buf, len);
+    x->reading_exact = 1;
+    return rc;
 }
 
 static int body_step(ebs_http_ex *x, uint8_t **buf, size_t *len) {
@@ -659,7 +664,7 @@ void ebs_http_received(ebs_http_ex *x, size_t n) {
         if (x->framing != EBS_HTTP_BODY_EOF)
             x->remaining -= n;
     }
-    x->reading_head = x->reading_scratch = 0;
+    x->reading_head = x->reading_scratch = x->reading_exact = 0;
 }
 
 int ebs_http_reset(ebs_http_ex *x) {
@@ -767,6 +772,81 @@ int ebs_http_run_fd(ebs_http_ex *x, int fd, double timeout_s, ebs_http_signal_fn
                 rc = wait_fd(x, fd, POLLIN, timeout_s, on_signal);
                 if (rc)
                     return rc;
+                continue;
+            }
+            x->os_errno = errno;
+            if (errno == ECONNRESET)
+                return ebs_http_reset(x);
+            return EBS_HTTP_E_OS;
+        }
+    }
+}
+
+/* Pieces of an exact read while hashing: the hash of one piece runs while the next arrives. */
+#define WAITALL_HASHING (2 * HASH_BATCH)
+
+int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
+                             ebs_http_signal_fn on_signal) {
+    double slice_s = POLL_SLICE_MS / 1000.0;
+    if (timeout_s >= 0 && timeout_s < slice_s)
+        slice_s = timeout_s > 0.001 ? timeout_s : 0.001; /* 0 would mean "no timeout" */
+    struct timeval tv;
+    tv.tv_sec = (time_t)slice_s;
+    tv.tv_usec = (suseconds_t)((slice_s - (double)tv.tv_sec) * 1e6);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+        x->os_errno = errno;
+        return EBS_HTTP_E_OS;
+    }
+    double last = timeout_s < 0 ? 0.0 : now_s(); /* the last progress */
+    for (;;) {
+        uint8_t *buf;
+        size_t len;
+        int rc = ebs_http_step(x, &buf, &len);
+        if (rc != EBS_HTTP_WANT_READ)
+            return rc;
+        int flags = 0;
+        if (x->reading_exact) {
+            flags = MSG_WAITALL;
+            if (x->hash_body && x->dst_is_out && len > WAITALL_HASHING)
+                len = WAITALL_HASHING;
+        }
+        for (;;) {
+            ssize_t r = recv(fd, buf, len, flags);
+            if (r >= 0) {
+                ebs_http_received(x, (size_t)r);
+                if (r > 0 && timeout_s >= 0)
+                    last = now_s();
+                /* A short MSG_WAITALL read: a signal, the slice or the end; let handlers run
+                 * now rather than a slice later. */
+                if (flags && r > 0 && (size_t)r < len && on_signal && on_signal() < 0)
+                    return EBS_HTTP_E_SIGNAL;
+                break;
+            }
+            if (errno == EINTR) {
+                if (on_signal && on_signal() < 0)
+                    return EBS_HTTP_E_SIGNAL;
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                int fl = fcntl(fd, F_GETFL);
+                if (fl >= 0 && (fl & O_NONBLOCK)) {
+                    /* not blocking after all: wait in poll for what is left of the timeout */
+                    double left = -1.0;
+                    if (timeout_s >= 0) {
+                        left = timeout_s - (now_s() - last);
+                        if (left <= 0)
+                            return EBS_HTTP_E_TIMEOUT;
+                    }
+                    rc = wait_fd(x, fd, POLLIN, left, on_signal);
+                    if (rc)
+                        return rc;
+                    continue;
+                }
+                /* a slice passed without a byte */
+                if (timeout_s >= 0 && now_s() - last >= timeout_s)
+                    return EBS_HTTP_E_TIMEOUT;
+                if (on_signal && on_signal() < 0)
+                    return EBS_HTTP_E_SIGNAL;
                 continue;
             }
             x->os_errno = errno;

@@ -100,6 +100,7 @@ typedef struct {
     size_t hashed;           /* dst[0 .. hashed) is in sha */
     int reading_scratch;     /* the pending WANT_READ targets scratch */
     int reading_head;        /* ... or the head buffer */
+    int reading_exact;       /* ... or exactly the rest of a part of known size */
     ebs_sha256_ctx sha;
     uint8_t scratch[4096];
 } ebs_http_ex;
@@ -124,6 +125,15 @@ int ebs_http_send_fd(ebs_http_ex *x, int fd, const uint8_t *head, size_t head_le
                      const uint8_t *body, size_t body_len, double timeout_s,
                      ebs_http_signal_fn on_signal);
 int ebs_http_run_fd(ebs_http_ex *x, int fd, double timeout_s, ebs_http_signal_fn on_signal);
+
+/* The same reading, for an fd in blocking mode: each recv waits in the kernel (one system call
+ * per read instead of recv, poll, recv), bounded by an SO_RCVTIMEO of one poll slice that this
+ * sets, after which the deadline and on_signal are checked as ebs_http_run_fd does. The rest of
+ * a part of known size is asked for whole (MSG_WAITALL; in pieces of a hash batch or two when
+ * hashing, so the hash keeps pace with arrival). Returns EBS_HTTP_E_OS if the option cannot be
+ * set; never blocks past a slice without looking at the clock. */
+int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
+                             ebs_http_signal_fn on_signal);
 
 /* Hashes whatever of the body has not been hashed yet (the TLS driver batches it). */
 void ebs_http_hash_pending(ebs_http_ex *x);
