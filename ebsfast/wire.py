@@ -210,16 +210,17 @@ def serialize(op: model.Operation, params: dict) -> tuple[str, str, list, bytes 
     return path, qs, headers, body
 
 
-_GET_BLOCK_URI = model.OPERATIONS["GetSnapshotBlock"].uri
+assert model.OPERATIONS["GetSnapshotBlock"].uri == "/snapshots/{snapshotId}/blocks/{blockIndex}"
 _GET_BLOCK_QUERY = _PLACES["GetSnapshotBlock"]["BlockToken"][1] + "="
 
 
 def get_block_target(params: dict) -> tuple[str, str]:
-    """(path, query string) of a GetSnapshotBlock call: ``serialize``'s, for the one
-    operation read once per block, without its per-member dispatch."""
-    return (_GET_BLOCK_URI.format(snapshotId=percent_encode(params["SnapshotId"]),
-                                  blockIndex=percent_encode(params["BlockIndex"])),
-            _GET_BLOCK_QUERY + percent_encode(params["BlockToken"]))
+    """(path, query string) of a GetSnapshotBlock call whose ``params`` passed
+    :func:`quick_valid`: ``serialize``'s, for the one operation read once per block, without
+    its per-member dispatch."""
+    # (quick_valid params: two str and an int, so percent_encode's type checks are known)
+    return (f"/snapshots/{_uri_encode(params['SnapshotId'])}/blocks/{params['BlockIndex']}",
+            _GET_BLOCK_QUERY + _uri_encode(params["BlockToken"]))
 
 
 # -- parsing -----------------------------------------------------------------------------------
