@@ -291,7 +291,10 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
     ``BodyTooLarge`` before anything is written past its end. Any other body comes back as
     ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
     socket (time without progress, like a socket timeout); None uses the socket's own timeout.
-    On a plain socket everything after argument checks runs with the GIL released.
+    On a plain socket everything after argument checks runs with the GIL released; one in
+    blocking mode (no timeout of its own) is read with receives that wait in the kernel, in
+    slices of at most 250 ms set as its SO_RCVTIMEO (which stays set), so that ``timeout_s``
+    and signal handlers are still honoured.
 
     ``lower_headers``: ``Response.headers`` is a dict (names lower-cased, repeated values
     joined with ``", "``) rather than a list of pairs. ``idle_check``: raise
