@@ -721,26 +721,32 @@ def test_other_threads_run_while_waiting(http_impl, raw_server):
     assert result["r"].body_length == B and bytes(out) == data
 
 
-def test_signal_handler_interrupts_a_blocked_exchange(http_impl, raw_server):
-    srv = raw_server([30.0])
+class Interrupted(Exception):
+    pass
 
-    class Interrupted(Exception):
-        pass
 
+def _interrupted_within(exchange, seconds: float = 2.0) -> None:
+    """Runs ``exchange()`` with a SIGALRM handler raising Interrupted armed for 0.3 s, and
+    checks that the handler's exception ends it within ``seconds``."""
     def handler(signum, frame):
         raise Interrupted
 
     old = signal.signal(signal.SIGALRM, handler)
     try:
-        with srv.connect(timeout=None) as sock:
-            signal.setitimer(signal.ITIMER_REAL, 0.3)
-            t0 = time.monotonic()
-            with pytest.raises(Interrupted):
-                http_impl.exchange(sock, get("/"))
-            assert time.monotonic() - t0 < 2.0
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        t0 = time.monotonic()
+        with pytest.raises(Interrupted):
+            exchange()
+        assert time.monotonic() - t0 < seconds
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_signal_handler_interrupts_a_blocked_exchange(http_impl, raw_server):
+    srv = raw_server([30.0])
+    with srv.connect(timeout=None) as sock:
+        _interrupted_within(lambda: http_impl.exchange(sock, get("/")))
 
 
 # -- sockets in blocking mode (how the client's transport leaves plain connections) ----------
@@ -828,24 +834,9 @@ def test_blocking_python_socket_with_a_nonblocking_fd(http_impl, raw_server):
 
 def test_blocking_socket_signal_during_a_body(http_impl, raw_server):
     srv = raw_server([ok_head(B), block(1, 1000), 30.0])
-
-    class Interrupted(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Interrupted
-
-    old = signal.signal(signal.SIGALRM, handler)
-    try:
-        with _blocking(srv) as sock:
-            signal.setitimer(signal.ITIMER_REAL, 0.3)
-            t0 = time.monotonic()
-            with pytest.raises(Interrupted):
-                http_impl.exchange(sock, get("/"), out=np.empty(B, np.uint8), timeout_s=60)
-            assert time.monotonic() - t0 < 2.0
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    with _blocking(srv) as sock:
+        _interrupted_within(lambda: http_impl.exchange(sock, get("/"), out=np.empty(B, np.uint8),
+                                                       timeout_s=60))
 
 
 # -- lower_headers and idle_check ---------------------------------------------------------------
