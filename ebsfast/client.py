@@ -29,13 +29,14 @@ from . import model, wire
 from ._version import __version__
 from .checksums import sha256
 from .config import Config, as_config
-from .credentials import load_profile_config, resolve_credentials
+from .credentials import Credentials, load_profile_config, resolve_credentials
 from .paginate import PAGINATORS, Paginator
 from .regions import normalize_fips_region, resolve_endpoint_url, resolve_region
 from .response import StreamingBody
 from .retries import make_retry_policy
 from .signing import UNSIGNED_PAYLOAD, Signer, amz_date, canonical_headers
 from .signing import canonical_query as _canonical_query
+from .signing import uri_encode as _uri_encode
 from .transport import Transport
 
 logger = logging.getLogger("ebsfast.client")
@@ -154,11 +155,18 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _MAX_JSON_BODY = 64 << 20
 _PAGE_KINDS = {"ListSnapshotBlocks": "blocks", "ListChangedBlocks": "changed"}
 _GET_BLOCK = model.OPERATIONS["GetSnapshotBlock"]
+_GET_BLOCK_QUERY = "blockToken="
 _debug = functools.partial(logger.isEnabledFor, logging.DEBUG)
 
 
 def _http():
-    return _backend.load("http")
+    global _HTTP
+    if _HTTP is None:
+        _HTTP = _backend.load("http")
+    return _HTTP
+
+
+_HTTP = None
 
 
 def _pages():
@@ -179,6 +187,30 @@ def _invocation_id() -> str:
     # 122 random bits, the version nibble 4 and the variant bits 10
     h = "%032x" % ((_getrandbits(128) & _UUID_KEEP) | _UUID_SET)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _block_result(status: int, headers: dict, call, length: int) -> dict:
+    """GetSnapshotBlock's response dict (without BlockData; ``_length`` for the caller):
+    ``response_metadata`` and ``parse_output_headers`` written out for the usual first-attempt
+    answer, and those functions themselves for anything else."""
+    request_id = headers.get("x-amzn-requestid")
+    if (call.attempt == 1 and request_id and not call.max_attempts_reached
+            and "x-amz-id-2" not in headers):
+        result = {"ResponseMetadata": {"RequestId": request_id, "HTTPStatusCode": status,
+                                       "HTTPHeaders": headers, "RetryAttempts": 0}}
+    else:
+        result = {"ResponseMetadata": wire.response_metadata(status, headers, call.metadata())}
+    value = headers.get("x-amz-data-length")
+    if value is not None:
+        result["DataLength"] = int(value)
+    value = headers.get("x-amz-checksum")
+    if value is not None:
+        result["Checksum"] = value
+    value = headers.get("x-amz-checksum-algorithm")
+    if value is not None:
+        result["ChecksumAlgorithm"] = value
+    result["_length"] = length
+    return result
 
 
 def _writable_view(out) -> memoryview:
@@ -259,6 +291,8 @@ class EBSClient:
         self._host = _host_header(url)
         self._path_prefix = urlsplit(url).path.rstrip("/")
         self._user_agent = _user_agent(cfg, self._retry.mode)
+        # The first headers of every request with none of its own (Host, User-Agent).
+        self._fixed_head = f"Host: {self._host}\r\nUser-Agent: {self._user_agent}\r\n"
         self._validate = cfg.parameter_validation is not False
         self._read_timeout = cfg.read_timeout
         # The native exchange reads and writes the socket itself; urllib3 keeps the pool.
@@ -266,15 +300,23 @@ class EBSClient:
         self._signers: dict = {}
         self._prepared_cache: dict = {}
         self._signer_lock = threading.Lock()
+        self._last_signer = None  # (access key, secret key, token, signer, frozen): static keys
 
     def __repr__(self) -> str:
         return f"<ebsfast.EBSClient region={self.meta.region_name} endpoint={self.meta.endpoint_url}>"
 
     # -- credentials and signing -----------------------------------------------------------
     def _signer(self) -> tuple[Signer, Any]:
-        if self._credentials is None:
+        creds = self._credentials
+        if type(creds) is Credentials:
+            # Static keys: the triple read straight from the object, no frozen copy made.
+            last = self._last_signer
+            if (last is not None and last[0] is creds.access_key
+                    and last[1] is creds.secret_key and last[2] is creds.token):
+                return last[3], last[4]
+        if creds is None:
             raise _exc.NoCredentialsError()
-        frozen = self._credentials.get_frozen_credentials()
+        frozen = creds.get_frozen_credentials()
         key = (frozen.access_key, frozen.secret_key, frozen.token)
         signer = self._signers.get(key)
         if signer is None:
@@ -284,6 +326,9 @@ class EBSClient:
                                              self._signing_region, model.SIGNING_NAME,
                                              session_token=frozen.token)}
                 signer = self._signers[key]
+        if type(creds) is Credentials:
+            self._last_signer = (frozen.access_key, frozen.secret_key, frozen.token, signer,
+                                 frozen)
         return signer, frozen
 
     def _prepared(self, signer: Signer, method: str, payload_hash: str):
@@ -328,16 +373,13 @@ class EBSClient:
         """One API call with retries. ``out``: GetSnapshotBlock's body goes straight into this
         writable byte view (``get_snapshot_block_into``). ``raw``: the JSON body is returned
         unparsed under ``"Body"`` (columnar listing)."""
-        if op is _GET_BLOCK and (not self._validate or wire.quick_valid(op, params)):
-            # The block read's hot path: nothing to fill in, check or sign but the URI.
-            path, query = wire.get_block_target(params)
-            body = None
-            op_headers: list = []
-        else:
-            params, block = self._prepare(op, params)
-            path, query, op_headers, body = wire.serialize(op, params)
-            if block is not None:
-                body = block
+        if op is _GET_BLOCK and self._direct() and (not self._validate
+                                                    or wire.quick_valid(op, params)):
+            return self._get_block(params, out, verify)
+        params, block = self._prepare(op, params)
+        path, query, op_headers, body = wire.serialize(op, params)
+        if block is not None:
+            body = block
         target = self._path_prefix + path + ("?" + query if query else "")
         # the query as sent (in argument order, as botocore sends it), sorted for signing
         canonical_query = _canonical_query(query) if "&" in query else query
@@ -371,12 +413,7 @@ class EBSClient:
             headers.append(("amz-sdk-invocation-id", invocation_id))
             # botocore learns the attempt limit when it judges the first response, so only
             # retries carry it, and a ttl once the server has answered
-            if call.attempt == 1:
-                headers.append(("amz-sdk-request", "attempt=1"))
-            else:
-                ttl = _retry_ttl(served_date, self._read_timeout)
-                headers.append(("amz-sdk-request", f"{'ttl=' + ttl + '; ' if ttl else ''}"
-                                f"attempt={call.attempt}; max={self._retry.max_attempts}"))
+            headers.append(("amz-sdk-request", self._sdk_request(call, served_date)))
             if _debug():
                 logger.debug("%s %s attempt %d", op.name, op.method, call.attempt)
             try:
@@ -392,26 +429,12 @@ class EBSClient:
             if op.payload is None:  # as botocore: no deadline for streaming uploads
                 served_date = resp_headers.get("date")
             if status >= 300:
-                error = wire.parse_error(status, resp_headers, data)
-                code = error["Error"]["Code"]
-                delay = call.decide(status=status, error_code=code,
-                                    error_message=error["Error"]["Message"],
-                                    headers=resp_headers)
-                if delay is not None:
-                    call.sleep(delay)
-                    continue
-                error["ResponseMetadata"] = wire.response_metadata(status, resp_headers,
-                                                                   call.metadata())
-                raise _MODELED.get(code, _exc.ClientError)(error, op.name)
+                call.sleep(self._error_delay(op, call, status, resp_headers, data))
+                continue
             if is_get and verify:
                 mismatch = self._checksum_mismatch(params, resp_headers, digest, length)
                 if mismatch is not None:
-                    # Bytes that failed their checksum never stay where a caller may use them.
-                    out[:length] = bytes(length)
-                    delay = call.decide(status=status, checksum_mismatch=True)
-                    if delay is None:
-                        raise mismatch
-                    call.sleep(delay)
+                    call.sleep(self._mismatch_delay(call, status, mismatch, out, length))
                     continue
             call.after_success()
             result = {"ResponseMetadata": wire.response_metadata(status, resp_headers,
@@ -425,6 +448,92 @@ class EBSClient:
             if is_get:
                 result["_length"] = length
             return result
+
+    def _sdk_request(self, call, served_date: str | None) -> str:
+        """amz-sdk-request: botocore learns the attempt limit when it judges the first
+        response, so only retries carry it, and a ttl once the server has answered."""
+        if call.attempt == 1:
+            return "attempt=1"
+        ttl = _retry_ttl(served_date, self._read_timeout)
+        return (f"{'ttl=' + ttl + '; ' if ttl else ''}"
+                f"attempt={call.attempt}; max={self._retry.max_attempts}")
+
+    @staticmethod
+    def _error_delay(op: model.Operation, call, status: int, headers: dict, data) -> float:
+        """After an error response: the wait before the next attempt, or the modeled error
+        raised when there is none."""
+        error = wire.parse_error(status, headers, data)
+        code = error["Error"]["Code"]
+        delay = call.decide(status=status, error_code=code,
+                            error_message=error["Error"]["Message"], headers=headers)
+        if delay is not None:
+            return delay
+        error["ResponseMetadata"] = wire.response_metadata(status, headers, call.metadata())
+        raise _MODELED.get(code, _exc.ClientError)(error, op.name)
+
+    @staticmethod
+    def _mismatch_delay(call, status: int, mismatch: Exception, out, length: int) -> float:
+        """After a block that failed its checksum: its bytes zeroed (they never stay where a
+        caller may use them), then the wait before the next attempt, or ``mismatch`` raised."""
+        out[:length] = bytes(length)
+        delay = call.decide(status=status, checksum_mismatch=True)
+        if delay is None:
+            raise mismatch
+        return delay
+
+    def _direct(self) -> bool:
+        """True when requests go straight to the endpoint (or through a CONNECT tunnel), so
+        the native exchange writes them; False behind a plain HTTP proxy."""
+        direct = self.__dict__.get("_direct_route")
+        if direct is None:
+            direct = self._direct_route = self._native_io and self._transport.direct()
+        return direct
+
+    def _get_block(self, params: dict, out, verify: bool) -> dict:
+        """GetSnapshotBlock, the call made once per block: ``_make_api_call``'s loop for
+        parameters the quick check has cleared, on a direct route, with the request head
+        written in one piece. The same requests on the wire, the same retries and errors."""
+        path = (f"{self._path_prefix}/snapshots/{_uri_encode(params['SnapshotId'])}"
+                f"/blocks/{params['BlockIndex']}")
+        query = _GET_BLOCK_QUERY + _uri_encode(params["BlockToken"])
+        request_line = f"GET {path}?{query} HTTP/1.1\r\n{self._fixed_head}"
+        if out is None:
+            out = memoryview(bytearray(model.BLOCK_SIZE))
+        call = self._retry.start("GetSnapshotBlock")
+        invocation_id = _invocation_id()
+        served_date = None
+        while True:
+            call.before_attempt()
+            signer, frozen = self._signer()
+            date = amz_date()
+            auth = self._prepared(signer, "GET", _EMPTY_SHA256).authorization(path, query, date)
+            session = f"X-Amz-Security-Token: {frozen.token}\r\n" if frozen.token else ""
+            head = (f"{request_line}X-Amz-Date: {date}\r\n{session}Authorization: {auth}\r\n"
+                    f"amz-sdk-invocation-id: {invocation_id}\r\n"
+                    f"amz-sdk-request: {self._sdk_request(call, served_date)}\r\n"
+                    f"Accept-Encoding: identity\r\n\r\n")
+            if _debug():
+                logger.debug("GetSnapshotBlock GET attempt %d", call.attempt)
+            try:
+                status, headers, data, digest, length = self._exchange_head(
+                    head.encode("latin-1"), None, out, verify)
+            except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
+                delay = call.decide(exception=exc)
+                if delay is None:
+                    raise
+                call.sleep(delay)
+                continue
+            served_date = headers.get("date")
+            if status >= 300:
+                call.sleep(self._error_delay(_GET_BLOCK, call, status, headers, data))
+                continue
+            if verify:
+                mismatch = self._checksum_mismatch(params, headers, digest, length)
+                if mismatch is not None:
+                    call.sleep(self._mismatch_delay(call, status, mismatch, out, length))
+                    continue
+            call.after_success()
+            return _block_result(status, headers, call, length)
 
     def _parse_body(self, op: model.Operation, data: bytes) -> dict:
         kind = _PAGE_KINDS.get(op.name)
@@ -440,9 +549,7 @@ class EBSClient:
         """One HTTP request/response: ``(status, headers, body bytes, digest, length)``, the
         headers a dict with lower-case names. With ``out``, a 200 body lands in ``out`` (and
         ``digest`` is its SHA-256 when ``hash_body``); other bodies come back as bytes."""
-        transport = self._transport
-        checked_out = transport.checkout() if self._native_io else None
-        if checked_out is None:
+        if not self._direct():
             return self._exchange_urllib3(method, target, headers, body, out, hash_body)
         parts = [f"{method} {target} HTTP/1.1\r\n"]
         parts += [f"{k}: {v}\r\n" for k, v in headers]
@@ -450,8 +557,13 @@ class EBSClient:
         if body or method in _BODY_METHODS:
             parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
         parts.append("\r\n")
-        head = "".join(parts).encode("latin-1")
+        return self._exchange_head("".join(parts).encode("latin-1"), body, out, hash_body)
+
+    def _exchange_head(self, head: bytes, body, out, hash_body: bool):
+        """``_exchange`` with the request head already written, on a direct route."""
+        transport = self._transport
         http = _http()
+        checked_out = transport.checkout()
         while True:
             pool, conn, was_idle = checked_out
             reusable = False
@@ -483,8 +595,6 @@ class EBSClient:
             # Only idle connections are checked, and at most max_pool_connections wait, so
             # this ends.
             checked_out = transport.checkout()
-            if checked_out is None:
-                return self._exchange_urllib3(method, target, headers, body, out, hash_body)
         return r.status, r.headers, r.body, r.digest, r.body_length
 
     def _exchange_urllib3(self, method, target, headers, body, out, hash_body):
@@ -542,7 +652,11 @@ class EBSClient:
             params["BlockIndex"] = BlockIndex
         if BlockToken is not None:
             params["BlockToken"] = BlockToken
-        result = self._make_api_call(_GET_BLOCK, params, out=view, verify=bool(VerifyChecksum))
+        if self._direct() and (not self._validate or wire.quick_valid(_GET_BLOCK, params)):
+            result = self._get_block(params, view, bool(VerifyChecksum))
+        else:
+            result = self._make_api_call(_GET_BLOCK, params, out=view,
+                                         verify=bool(VerifyChecksum))
         result.pop("_length", None)
         return result
 

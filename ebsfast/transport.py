@@ -397,6 +397,12 @@ class Transport:
         return _exc.HTTPClientError(error=e)
 
     # -- connections for the native exchange -----------------------------------------------
+    def direct(self) -> bool:
+        """True when :meth:`checkout` gives connections (no plain HTTP proxy between)."""
+        scheme, host, port = self._endpoint_key
+        return not self._route(scheme, host or "", port, self._endpoint_base,
+                               self._endpoint_prefix).absolute_target
+
     def checkout(self):
         """``(pool, connection, was_idle)``: a connected urllib3 connection to the endpoint, for
         ebsfast's native exchange (which writes the request and reads the body itself,

@@ -381,3 +381,34 @@ def test_idle_connections_are_kept_up_to_max_pool_connections(setup):
     r = c2.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=tokens[0],
                                    Out=out[0])
     assert r["DataLength"] == BLOCK_SIZE and out[0].tobytes() == blocks[0]
+
+
+_FULL = {"x-amzn-requestid": "r1", "date": "d", "x-amz-data-length": "524288",
+         "x-amz-checksum": "c=", "x-amz-checksum-algorithm": "SHA256"}
+
+
+@pytest.mark.parametrize("headers", [
+    _FULL,
+    {**_FULL, "x-amz-id-2": "host"},
+    {k: v for k, v in _FULL.items() if k != "x-amzn-requestid"},
+    {k: v for k, v in _FULL.items() if k != "x-amzn-requestid"} | {"x-amz-request-id": "r2"},
+    {**_FULL, "x-amzn-requestid": ""},
+    {"x-amzn-requestid": "r1"},
+])
+@pytest.mark.parametrize("attempt,maxed", [(1, False), (2, False), (1, True)])
+def test_block_result_is_the_general_one(headers, attempt, maxed):
+    # the GetSnapshotBlock epilogue written out equals response_metadata + parse_output_headers
+    from ebsfast import model, wire
+    from ebsfast.client import _block_result
+    from ebsfast.retries import RetryPolicy
+
+    call = RetryPolicy("standard", 3).start("GetSnapshotBlock")
+    for _ in range(attempt):
+        call.before_attempt()
+    call.max_attempts_reached = maxed
+    expected = {"ResponseMetadata": wire.response_metadata(200, headers, call.metadata())}
+    wire.parse_output_headers(model.OPERATIONS["GetSnapshotBlock"], headers, expected)
+    expected["_length"] = 5
+    got = _block_result(200, headers, call, 5)
+    assert got == expected and list(got) == list(expected)
+    assert list(got["ResponseMetadata"]) == list(expected["ResponseMetadata"])
