@@ -7,10 +7,11 @@ What a page means is what botocore makes of it: ``json.loads`` of the body decod
 then the output shape of the EBS model (``Blocks``/``ChangedBlocks``, ``ExpiryTime``,
 ``VolumeSize``, ``BlockSize``, ``NextToken``; entries keep ``BlockIndex`` and their tokens).
 Unknown keys are skipped at every level, ``null`` means absent, a repeated key keeps its last
-value. ebsfast is stricter than botocore in four ways, so that bad input fails here rather
+value. ebsfast is stricter than botocore in five ways, so that bad input fails here rather
 than later: a known key holding a value of the wrong type (in any of its occurrences) is a
 ``ValueError``; integers must fit int64; a token must be encodable as UTF-8 (no lone
-surrogates from ``\\uD800``-style escapes); ``NaN``/``Infinity`` are not JSON. ``ExpiryTime``
+surrogates from ``\\uD800``-style escapes); ``NaN``/``Infinity`` are not JSON; arrays and
+objects nest at most ``MAX_DEPTH`` (512) levels, the page's own object counted. ``ExpiryTime``
 stays the number it was (botocore turns it into a datetime).
 """
 from __future__ import annotations
@@ -22,6 +23,9 @@ import numpy as np
 
 IMPLEMENTATION = "python"
 KINDS = ("blocks", "changed")
+#: the deepest nesting of arrays and objects a page may have, the page's own object counted
+#: (the native scanner's EBS_PAGE_MAX_DEPTH)
+MAX_DEPTH = 512
 
 _LIST_KEY = {"blocks": "Blocks", "changed": "ChangedBlocks"}
 _TOKEN_KEYS = {"blocks": ("BlockToken",), "changed": ("FirstBlockToken", "SecondBlockToken")}
@@ -116,7 +120,24 @@ def _load(body: Any, kind: str) -> dict:
         raise ValueError(f"invalid {kind} page: {exc}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"invalid {kind} page at byte 0: the body is not a JSON object")
+    if _deeper_than(obj, MAX_DEPTH):  # json.loads may go deeper than the native limit
+        raise ValueError(f"invalid {kind} page: nesting too deep")
     return obj
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in ``obj`` (itself one)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        values = ([v for _, v in node.pairs] if isinstance(node, _Repeated)
+                  else node.values() if isinstance(node, dict) else node)
+        for v in values:
+            if isinstance(v, (dict, list)):
+                stack.append((v, depth + 1))
+    return False
 
 
 def _occurrences(obj: dict, key: str) -> list[Any]:

@@ -860,3 +860,23 @@ def test_changed_block_list(pages):
     assert cbl.added.second.tolist() == ["s6", "s7", "s8"]
     assert cbl.added.as_dicts() == entries[4:]
     assert ChangedBlockList.from_pages([]).n_added == 0
+
+
+@pytest.mark.parametrize("fn", ["parse_page", "parse_columns"])
+@pytest.mark.parametrize("where", ["member", "entry"])
+@pytest.mark.parametrize("opener", ["[", '{"k":'])
+def test_nesting_limit_is_the_same_in_both(pages, fn, where, opener):
+    # 512 levels, the page's own object counted, whatever json.loads itself would take
+    closer = "]" if opener == "[" else "}"
+    leaf = "" if opener == "[" else "1"
+
+    def body(levels_inside: int) -> bytes:
+        inner = opener * levels_inside + leaf + closer * levels_inside
+        if where == "member":
+            return ('{"a":' + inner + ',"Blocks":[]}').encode()
+        return ('{"Blocks":[{"BlockIndex":1,"BlockToken":"t","x":' + inner + "}]}").encode()
+
+    most = 511 if where == "member" else 509  # page, Blocks, entry: three levels already
+    getattr(pages, fn)(body(most), "blocks")
+    with pytest.raises(ValueError, match="(?i)invalid blocks page.*deep"):
+        getattr(pages, fn)(body(most + 1), "blocks")
