@@ -584,3 +584,37 @@ def test_retried_requests_match_boto3(snapshot):
                            for x in s.requests[before:]], r["ResponseMetadata"]["RetryAttempts"]))
         assert views[0] == views[1]
         assert views[0][1] >= 1 and views[0][0][1] == "ttl=<t>; attempt=2; max=7"
+
+
+@pytest.mark.parametrize("session", [False, True], ids=["keys", "session-token"])
+def test_retried_block_reads_match_boto3(snapshot, session):
+    """GetSnapshotBlock has its own attempt loop: its requests, retries included (the server
+    failing about half of them), and with a session token, are boto3's."""
+    token = "FwoGZXIvYXdzEXAMPLE" + "z" * 40
+    with EBSServer(record_requests=True, session_token=token if session else None) as s:
+        setup = boto3.client("ebs", **kwargs_for(s, aws_session_token=token if session else None))
+        snap = setup.start_snapshot(VolumeSize=1)["SnapshotId"]
+        data = block(7)
+        setup.put_snapshot_block(SnapshotId=snap, BlockIndex=2, BlockData=data,
+                                 DataLength=len(data), Checksum=b64sha(data),
+                                 ChecksumAlgorithm="SHA256")
+        setup.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
+        tok = setup.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        cfg = {"retries": {"mode": "standard", "max_attempts": 9}}
+        seen = []
+        for make, config in ((ebsfast.client, ebsfast.Config(**cfg)),
+                             (boto3.client, botocore.config.Config(**cfg))):
+            c = make("ebs", **kwargs_for(s, config=config,
+                                         aws_session_token=token if session else None))
+            s.set_faults(error_rate=0.5, seed=1)
+            with mock.patch("time.sleep"), mock.patch.object(
+                    getattr(c, "_retry", None) or mock.Mock(), "_sleep", lambda _: None):
+                before = len(s.requests)
+                r = c.get_snapshot_block(SnapshotId=snap, BlockIndex=2, BlockToken=tok)
+                body = r["BlockData"].read()
+            seen.append(([request_view(x) for x in s.requests[before:]],
+                         r["ResponseMetadata"]["RetryAttempts"], body))
+        assert seen[0] == seen[1]
+        assert seen[0][1] >= 1 and seen[0][2] == data
+        sent = seen[0][0][0]["headers"]
+        assert ("x-amz-security-token" in sent) is session
