@@ -454,7 +454,9 @@ class Transport:
         never hands it out again."""
         if reusable:
             idle = self._idle
-            if len(idle) < self.max_pool_connections:
+            # (pool.pool is None once urllib3 closed the pool: close() ran meanwhile, and
+            # _put_conn then closes the connection, as for any connection of a closed pool)
+            if len(idle) < self.max_pool_connections and pool.pool is not None:
                 idle.append((pool, conn, True))
                 return
         else:
@@ -521,12 +523,17 @@ class Transport:
         botocore, a later request opens new connections."""
         with self._lock:
             managers = [self._manager, *self._proxy_managers.values()]
+            routes = list(self._routes.values())
             self._manager = None
             self._proxy_managers = {}
             self._routes = {}
         idle, self._idle = self._idle, []
         for _pool, conn, _ in idle:
             conn.close()
+        # urllib3's PoolManager.clear() forgets its pools without closing them; closing each
+        # one closes its idle connections, and those in use as they come back.
+        for route in routes:
+            route.pool.close()
         for manager in managers:
             if manager is not None:
                 manager.clear()

@@ -412,3 +412,16 @@ def test_block_result_is_the_general_one(headers, attempt, maxed):
     got = _block_result(200, headers, call, 5)
     assert got == expected and list(got) == list(expected)
     assert list(got["ResponseMetadata"]) == list(expected["ResponseMetadata"])
+
+
+def test_a_connection_in_use_while_the_client_closes_is_not_kept(setup):
+    s, c, snap, blocks, tokens = setup
+    c2 = client_for(s)
+    out = np.zeros(BLOCK_SIZE, np.uint8)
+    c2.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=tokens[0], Out=out)
+    pool, conn, _ = c2._transport.checkout()  # as an exchange in flight holds it
+    c2.close()
+    c2._transport.checkin(pool, conn, True)  # the exchange ends after close()
+    assert c2._transport._idle == [] and conn.sock is None
+    r = c2.get_snapshot_block_into(SnapshotId=snap, BlockIndex=1, BlockToken=tokens[1], Out=out)
+    assert r["DataLength"] == BLOCK_SIZE and out.tobytes() == blocks[1]
