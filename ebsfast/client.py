@@ -421,10 +421,7 @@ class EBSClient:
                     op.method, target, headers, body, out if is_get else None,
                     hash_body=is_get and verify)
             except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
-                delay = call.decide(exception=exc)
-                if delay is None:
-                    raise
-                call.sleep(delay)
+                call.sleep(self._exception_delay(call, exc))
                 continue
             if op.payload is None:  # as botocore: no deadline for streaming uploads
                 served_date = resp_headers.get("date")
@@ -457,6 +454,15 @@ class EBSClient:
         ttl = _retry_ttl(served_date, self._read_timeout)
         return (f"{'ttl=' + ttl + '; ' if ttl else ''}"
                 f"attempt={call.attempt}; max={self._retry.max_attempts}")
+
+    @staticmethod
+    def _exception_delay(call, exc: Exception) -> float:
+        """After an attempt that ended in ``exc`` (no usable response): the wait before the
+        next attempt, or ``exc`` raised again when there is none."""
+        delay = call.decide(exception=exc)
+        if delay is None:
+            raise exc
+        return delay
 
     @staticmethod
     def _error_delay(op: model.Operation, call, status: int, headers: dict, data) -> float:
@@ -518,10 +524,7 @@ class EBSClient:
                 status, headers, data, digest, length = self._exchange_head(
                     head.encode("latin-1"), None, out, verify)
             except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
-                delay = call.decide(exception=exc)
-                if delay is None:
-                    raise
-                call.sleep(delay)
+                call.sleep(self._exception_delay(call, exc))
                 continue
             served_date = headers.get("date")
             if status >= 300:
