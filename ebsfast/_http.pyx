@@ -18,6 +18,13 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.errno cimport ECONNRESET, EPIPE
+from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp
+
+from ebsfast._sha256 cimport ebs_sha256_setup
+
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -27,12 +34,6 @@ cdef extern from "<poll.h>" nogil:
     enum:
         POLLIN
     int poll(pollfd *fds, unsigned long nfds, int timeout)
-from libc.errno cimport ECONNRESET, EPIPE
-from libc.stdint cimport uint8_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp
-
-from ebsfast._sha256 cimport ebs_sha256_setup
 
 from ebsfast._http_py import (
     BodyTooLarge,

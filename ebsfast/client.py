@@ -36,7 +36,6 @@ from .response import StreamingBody
 from .retries import make_retry_policy
 from .signing import UNSIGNED_PAYLOAD, Signer, amz_date, canonical_headers
 from .signing import canonical_query as _canonical_query
-from .signing import uri_encode as _uri_encode
 from .transport import Transport
 
 logger = logging.getLogger("ebsfast.client")
@@ -155,7 +154,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _MAX_JSON_BODY = 64 << 20
 _PAGE_KINDS = {"ListSnapshotBlocks": "blocks", "ListChangedBlocks": "changed"}
 _GET_BLOCK = model.OPERATIONS["GetSnapshotBlock"]
-_GET_BLOCK_QUERY = "blockToken="
 _debug = functools.partial(logger.isEnabledFor, logging.DEBUG)
 
 
@@ -499,9 +497,8 @@ class EBSClient:
         """GetSnapshotBlock, the call made once per block: ``_make_api_call``'s loop for
         parameters the quick check has cleared, on a direct route, with the request head
         written in one piece. The same requests on the wire, the same retries and errors."""
-        path = (f"{self._path_prefix}/snapshots/{_uri_encode(params['SnapshotId'])}"
-                f"/blocks/{params['BlockIndex']}")
-        query = _GET_BLOCK_QUERY + _uri_encode(params["BlockToken"])
+        path, query = wire.get_block_target(params)
+        path = self._path_prefix + path
         request_line = f"GET {path}?{query} HTTP/1.1\r\n{self._fixed_head}"
         if out is None:
             out = memoryview(bytearray(model.BLOCK_SIZE))

@@ -415,9 +415,9 @@ class Transport:
         first, without a trip through urllib3's queue. Such a one comes with ``was_idle``
         True: the server may have closed it meanwhile, which the exchange finds out before
         sending (``idle_check``); the caller then gives it back as not reusable and checks
-        out again. (urllib3 checks the connections of its own queue as it hands them out.) Connections come from, and beyond that stack go back
-        to, urllib3's pool: TLS, proxies (CONNECT tunnels), pool limits and the connection's
-        life stay urllib3's."""
+        out again. (urllib3 checks the connections of its own queue as it hands them out.)
+        Connections come from, and beyond that stack go back to, urllib3's pool: TLS,
+        proxies (CONNECT tunnels), pool limits and the connection's life stay urllib3's."""
         try:
             return self._idle.pop()
         except IndexError:

@@ -679,6 +679,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Runs Python's signal handlers through on_signal (if any); nonzero when one raised, and the
+ * caller then returns EBS_HTTP_E_SIGNAL. */
+static int signal_raised(ebs_http_signal_fn on_signal) {
+    return on_signal && on_signal() < 0;
+}
+
 /* Waits until fd is ready for `events`, for at most timeout_s without progress (the caller
  * calls this afresh after each transfer, like a socket timeout applies to each recv). */
 static int wait_fd(ebs_http_ex *x, int fd, short events, double timeout_s,
@@ -701,7 +707,7 @@ static int wait_fd(ebs_http_ex *x, int fd, short events, double timeout_s,
             x->os_errno = errno;
             return EBS_HTTP_E_OS;
         }
-        if (on_signal && on_signal() < 0)
+        if (signal_raised(on_signal))
             return EBS_HTTP_E_SIGNAL;
     }
 }
@@ -732,7 +738,7 @@ int ebs_http_send_fd(ebs_http_ex *x, int fd, const uint8_t *head, size_t head_le
             continue;
         }
         if (errno == EINTR) {
-            if (on_signal && on_signal() < 0)
+            if (signal_raised(on_signal))
                 return EBS_HTTP_E_SIGNAL;
             continue;
         }
@@ -764,7 +770,7 @@ int ebs_http_run_fd(ebs_http_ex *x, int fd, double timeout_s, ebs_http_signal_fn
                 break;
             }
             if (errno == EINTR) {
-                if (on_signal && on_signal() < 0)
+                if (signal_raised(on_signal))
                     return EBS_HTTP_E_SIGNAL;
                 continue;
             }
@@ -818,12 +824,12 @@ int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
                     last = now_s();
                 /* A short MSG_WAITALL read: a signal, the slice or the end; let handlers run
                  * now rather than a slice later. */
-                if (flags && r > 0 && (size_t)r < len && on_signal && on_signal() < 0)
+                if (flags && r > 0 && (size_t)r < len && signal_raised(on_signal))
                     return EBS_HTTP_E_SIGNAL;
                 break;
             }
             if (errno == EINTR) {
-                if (on_signal && on_signal() < 0)
+                if (signal_raised(on_signal))
                     return EBS_HTTP_E_SIGNAL;
                 continue;
             }
@@ -845,7 +851,7 @@ int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
                 /* a slice passed without a byte */
                 if (timeout_s >= 0 && now_s() - last >= timeout_s)
                     return EBS_HTTP_E_TIMEOUT;
-                if (on_signal && on_signal() < 0)
+                if (signal_raised(on_signal))
                     return EBS_HTTP_E_SIGNAL;
                 continue;
             }
