@@ -20,8 +20,9 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.errno cimport ECONNRESET, EPIPE
 from libc.stdint cimport uint8_t
+from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memset
 
 from ebsfast._sha256 cimport ebs_sha256_setup
 
@@ -35,6 +36,9 @@ cdef extern from "<poll.h>" nogil:
         POLLIN
     int poll(pollfd *fds, unsigned long nfds, int timeout)
 
+from random import getrandbits as _getrandbits
+
+from ebsfast._sigv4 import amz_date as _amz_date, uri_encode as _uri_encode
 from ebsfast._http_py import (
     BodyTooLarge,
     ConnectionClosed,
@@ -46,6 +50,7 @@ from ebsfast._http_py import (
     _byte_view,
     _max_other,
     _timeout,
+    lower_fields,
 )
 
 IMPLEMENTATION = "native"
@@ -156,7 +161,7 @@ cdef extern from *:
     object ebs_lower_name(const char *p, Py_ssize_t n)
 
 
-cdef object _response(ebs_http_ex *x, PyObject **exact, bint lower_headers):
+cdef object _headers(ebs_http_ex *x, bint lower_headers):
     cdef const char *h = <const char *>x.hbuf
     cdef size_t i
     cdef dict lower
@@ -169,13 +174,17 @@ cdef object _response(ebs_http_ex *x, PyObject **exact, bint lower_headers):
             value = PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)
             before = lower.get(name)
             lower[name] = value if before is None else f"{before}, {value}"
-        headers = lower
-    else:
-        headers = []
-        for i in range(x.nfields):
-            f = &x.fields[i]
-            headers.append((PyUnicode_DecodeLatin1(h + f.name_off, f.name_len, NULL),
-                            PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)))
+        return lower
+    headers = []
+    for i in range(x.nfields):
+        f = &x.fields[i]
+        headers.append((PyUnicode_DecodeLatin1(h + f.name_off, f.name_len, NULL),
+                        PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)))
+    return headers
+
+
+cdef object _response(ebs_http_ex *x, PyObject **exact, object headers):
+    cdef const char *h = <const char *>x.hbuf
     reason = PyUnicode_DecodeLatin1(h + x.reason_off, x.reason_len, NULL)
     if x.dst_is_out:
         body = None
@@ -270,6 +279,13 @@ cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
     return 0
 
 
+cdef int _run(ebs_http_ex *x, object sock, object head, Py_buffer *hv, object body,
+             Py_buffer *bv, bint have_body, object timeout) except -1:
+    if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+        return _run_plain(x, sock, hv, bv, have_body, timeout)
+    return _run_object(x, sock, head, body, timeout)
+
+
 cdef bint _idle_readable(object sock) except -1:
     cdef pollfd p
     cdef int r
@@ -332,11 +348,8 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
         x.alloc_ctx = &exact
         if idle_check and _idle_readable(sock):
             raise StaleConnection()
-        if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
-            _run_plain(x, sock, &hv, &bv, have_body, timeout)
-        else:
-            _run_object(x, sock, head, body, timeout)
-        return _response(x, &exact, lower_headers)
+        _run(x, sock, head, &hv, body, &bv, have_body, timeout)
+        return _response(x, &exact, _headers(x, lower_headers))
     finally:
         Py_XDECREF(exact)
         if x != NULL:
@@ -347,3 +360,223 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
         if have_body:
             PyBuffer_Release(&bv)
         PyBuffer_Release(&hv)
+
+
+# -- GetSnapshotBlock's usual attempt in one call (the twin's BlockGetter is its specification)
+
+cdef extern from *:
+    """
+    /* A version-4 UUID from 128 random bits (lo: bits 0-63, hi: bits 64-127, the twin's
+     * getrandbits(128)): the version nibble 4 and the variant bits 10 set. */
+    static void ebs_uuid4(unsigned long long lo, unsigned long long hi, char out[37])
+    {
+        hi = (hi & ~(0xFULL << 12)) | (0x4ULL << 12);
+        lo = (lo & ~(0x3ULL << 62)) | (0x2ULL << 62);
+        snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx", hi >> 32, (hi >> 16) & 0xFFFF,
+                 hi & 0xFFFF, lo >> 48, lo & 0xFFFFFFFFFFFFULL);
+    }
+
+    /* Standard base64 of a SHA-256 digest: 44 characters and a NUL. */
+    static void ebs_b64_digest(const unsigned char d[32], char out[45])
+    {
+        static const char abc[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        int i, o = 0;
+        for (i = 0; i + 2 < 32; i += 3) {
+            unsigned v = ((unsigned)d[i] << 16) | ((unsigned)d[i + 1] << 8) | d[i + 2];
+            out[o++] = abc[v >> 18];
+            out[o++] = abc[(v >> 12) & 63];
+            out[o++] = abc[(v >> 6) & 63];
+            out[o++] = abc[v & 63];
+        }
+        /* 32 = 30 + 2: the last two bytes, one '=' */
+        {
+            unsigned v = ((unsigned)d[30] << 16) | ((unsigned)d[31] << 8);
+            out[o++] = abc[v >> 18];
+            out[o++] = abc[(v >> 12) & 63];
+            out[o++] = abc[(v >> 6) & 63];
+            out[o++] = '=';
+        }
+        out[o] = 0;
+    }
+    """
+    void ebs_uuid4(unsigned long long lo, unsigned long long hi, char *out)
+    void ebs_b64_digest(const uint8_t *d, char *out)
+
+
+cdef str _invocation_id():
+    cdef char buf[37]
+    cdef unsigned long long lo = _getrandbits(64)
+    cdef unsigned long long hi = _getrandbits(64)
+    ebs_uuid4(lo, hi, buf)
+    return buf[:36].decode("ascii")
+
+
+def invocation_id():
+    """A random (version 4) UUID, as botocore sends in ``amz-sdk-invocation-id``: the twin's,
+    from the same generator (the random module's, reseeded in a forked child)."""
+    return _invocation_id()
+
+
+cdef bytes _block_head(str request_line, str amz_date, object session_token,
+                       str authorization, str invocation, str sdk_request):
+    session = f"X-Amz-Security-Token: {session_token}\r\n" if session_token else ""
+    return (f"{request_line}X-Amz-Date: {amz_date}\r\n{session}"
+            f"Authorization: {authorization}\r\namz-sdk-invocation-id: {invocation}\r\n"
+            f"amz-sdk-request: {sdk_request}\r\nAccept-Encoding: identity\r\n\r\n"
+            ).encode("latin-1")
+
+
+def block_head(str request_line not None, str amz_date not None, session_token,
+               str authorization not None, str invocation not None, str sdk_request not None):
+    """The head of a GetSnapshotBlock request (see the twin)."""
+    return _block_head(request_line, amz_date, session_token, authorization, invocation,
+                       sdk_request)
+
+
+cdef class BlockGetter:
+    """GetSnapshotBlock's usual attempt, whole, in one call (see the twin, which specifies it:
+    ``ebsfast._http_py.BlockGetter``)."""
+
+    cdef object _transport
+    cdef object _signing
+    cdef object _on_success
+    cdef str _path_prefix
+    cdef str _fixed_head
+    cdef object _timeout
+    cdef object _max_other
+    cdef object _min_snapshot_id
+    cdef object _min_block_index
+    cdef object _min_block_token
+
+    def __init__(self, transport, signing, path_prefix, fixed_head, *, timeout_s=None,
+                 max_other_body=1 << 20, on_success=None, min_snapshot_id=None,
+                 min_block_index=None, min_block_token=None):
+        self._transport = transport
+        self._signing = signing
+        self._path_prefix = str(path_prefix)
+        self._fixed_head = str(fixed_head)
+        self._timeout = _timeout(timeout_s)
+        self._max_other = _max_other(max_other_body)
+        self._on_success = on_success
+        self._min_snapshot_id = min_snapshot_id
+        self._min_block_index = min_block_index
+        self._min_block_token = min_block_token
+
+    def __repr__(self):
+        return f"<BlockGetter {self._path_prefix or '/'}>"
+
+    def __reduce__(self):
+        raise TypeError("a BlockGetter holds a client's connections and signing")
+
+    def request_line(self, snapshot_id, block_index, block_token):
+        """``(path, query, request line with the Host and User-Agent lines)`` (see the twin)."""
+        path = (f"{self._path_prefix}/snapshots/{_uri_encode(snapshot_id)}/blocks/"
+                f"{block_index}")
+        query = "blockToken=" + _uri_encode(block_token)
+        return path, query, f"GET {path}?{query} HTTP/1.1\r\n{self._fixed_head}"
+
+    cdef bint _handles(self, object snapshot_id, object block_index, object block_token):
+        if (type(snapshot_id) is not str or type(block_index) is not int
+                or type(block_token) is not str):
+            return False
+        least = self._min_snapshot_id
+        if least is not None and len(<str>snapshot_id) < least:
+            return False
+        least = self._min_block_index
+        if least is not None and block_index < least:
+            return False
+        least = self._min_block_token
+        return least is None or len(<str>block_token) >= least
+
+    def get(self, snapshot_id, block_index, block_token, out, bint verify):
+        """One attempt at GetSnapshotBlock into ``out``: the response dict, None (nothing
+        sent), or ``(invocation id, Response or exception)`` (see the twin)."""
+        cdef Py_buffer hv
+        cdef Py_buffer ov
+        cdef ebs_http_ex *x = NULL
+        cdef PyObject *exact = NULL
+        cdef char b64[45]
+        cdef bint reusable
+        if not self._handles(snapshot_id, block_index, block_token):
+            return None
+        prepared, session_token = self._signing()
+        path, query, line = self.request_line(snapshot_id, block_index, block_token)
+        date = _amz_date()
+        invocation = _invocation_id()
+        head = _block_head(line, date, session_token, prepared.authorization(path, query, date),
+                           invocation, "attempt=1")
+        _acquire(out, &ov, PyBUF_WRITABLE, "out")
+        try:
+            PyObject_GetBuffer(head, &hv, PyBUF_SIMPLE)
+            try:
+                x = <ebs_http_ex *>malloc(sizeof(ebs_http_ex))
+                if x == NULL:
+                    raise MemoryError()
+                ebs_http_init(x)
+                x.out = <uint8_t *>ov.buf if ov.buf != NULL else _empty_out
+                x.out_cap = <size_t>ov.len
+                x.hash_body = verify
+                x.max_other = min(self._max_other, 1 << 63)
+                x.alloc_exact = _alloc_body
+                x.alloc_ctx = &exact
+                transport = self._transport
+                while True:
+                    pool, conn, was_idle = transport.checkout()
+                    reusable = False
+                    try:
+                        sock = conn.sock
+                        if was_idle and _idle_readable(sock):
+                            continue  # closed by the server while idle, nothing sent
+                        _run(x, sock, head, &hv, None, NULL, False, self._timeout)
+                        reusable = x.keep_alive
+                        break
+                    except IncompleteBody as e:
+                        if ov.len:  # nothing half-written stays behind
+                            memset(ov.buf, 0, <size_t>ov.len)
+                        return invocation, e
+                    except OSError as e:  # the exchange's own errors and the socket's
+                        return invocation, e
+                    finally:
+                        transport.checkin(pool, conn, reusable)
+                headers = _headers(x, True)
+                if x.status == 200 and x.dst_is_out:
+                    result = self._result(x, <dict>headers, b64, verify)
+                    if result is not None:
+                        return result
+                return invocation, _response(x, &exact, headers)
+            finally:
+                Py_XDECREF(exact)
+                if x != NULL:
+                    ebs_http_release(x)
+                    free(x)
+                PyBuffer_Release(&hv)
+        finally:
+            PyBuffer_Release(&ov)
+
+    cdef object _result(self, ebs_http_ex *x, dict headers, char *b64, bint verify):
+        # boto3's response dict for a clean answer, else None
+        request_id = headers.get("x-amzn-requestid")
+        if not request_id or "x-amz-id-2" in headers:
+            return None
+        checksum = headers.get("x-amz-checksum")
+        algorithm = headers.get("x-amz-checksum-algorithm")
+        if verify:
+            if not x.has_digest or algorithm != "SHA256" or checksum is None:
+                return None
+            ebs_b64_digest(x.digest, b64)
+            if checksum != b64[:44].decode("ascii"):
+                return None
+        if self._on_success is not None:
+            self._on_success()
+        result = {"ResponseMetadata": {"RequestId": request_id, "HTTPStatusCode": 200,
+                                       "HTTPHeaders": headers, "RetryAttempts": 0}}
+        value = headers.get("x-amz-data-length")
+        if value is not None:
+            result["DataLength"] = int(value)
+        if checksum is not None:
+            result["Checksum"] = checksum
+        if algorithm is not None:
+            result["ChecksumAlgorithm"] = algorithm
+        result["_length"] = x.dst_len
+        return result

@@ -21,11 +21,15 @@ Parsing rules (RFC 9112), shared with ``ebsfast/_csrc/http.c``:
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import operator
 import re
 import select
-from typing import Any
+from random import getrandbits as _getrandbits
+from typing import Any, Callable
+
+from .signing import amz_date, uri_encode
 
 IMPLEMENTATION = "python"
 
@@ -641,5 +645,157 @@ def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
     return response
 
 
-__all__ = ["BodyTooLarge", "ConnectionClosed", "ExchangeError", "IncompleteBody",
-           "ProtocolError", "Response", "StaleConnection", "exchange", "lower_fields"]
+# -- GetSnapshotBlock's usual attempt in one call ---------------------------------------------
+
+# A version-4 UUID: 122 random bits, the version nibble 4 and the variant bits 10.
+_UUID_KEEP = ~((0xF << 76) | (0x3 << 62))
+_UUID_SET = (0x4 << 76) | (0x2 << 62)
+
+
+def invocation_id() -> str:
+    """A random (version 4) UUID, as botocore sends in ``amz-sdk-invocation-id``. It names one
+    call in logs and is no secret, so the random module's generator (reseeded in a forked
+    child) serves, without a system call per request."""
+    h = "%032x" % ((_getrandbits(128) & _UUID_KEEP) | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def block_head(request_line: str, amz_date: str, session_token: str | None,
+               authorization: str, invocation: str, sdk_request: str) -> bytes:
+    """The head of a GetSnapshotBlock request: ``request_line`` (the request line, then the
+    Host and User-Agent lines), then the headers botocore sends after them, in its order."""
+    session = f"X-Amz-Security-Token: {session_token}\r\n" if session_token else ""
+    return (f"{request_line}X-Amz-Date: {amz_date}\r\n{session}"
+            f"Authorization: {authorization}\r\namz-sdk-invocation-id: {invocation}\r\n"
+            f"amz-sdk-request: {sdk_request}\r\nAccept-Encoding: identity\r\n\r\n"
+            ).encode("latin-1")
+
+
+class BlockGetter:
+    """GetSnapshotBlock's usual attempt, whole, in one call: one client's fixed parts (its
+    connections, its signing, its request line prefix) kept, so that reading a block costs one
+    call. The native module does the same in C; this class is its specification.
+
+    ``transport`` lends connections (``checkout()`` gives ``(pool, connection, was_idle)``,
+    ``checkin(pool, connection, reusable)`` takes them back); ``signing()`` gives the current
+    ``(PreparedRequest for GET with no payload, session token or None)``; ``fixed_head`` is the
+    Host and User-Agent lines; ``on_success`` (or None) runs after a block is returned, for the
+    retry quota. ``min_snapshot_id``, ``min_block_index`` and ``min_block_token`` (None: no
+    limit) are the model's minimums, checked as the client's quick validation does.
+    """
+
+    __slots__ = ("_fixed_head", "_max_other", "_min_block_index", "_min_block_token",
+                 "_min_snapshot_id", "_on_success", "_path_prefix", "_signing", "_timeout",
+                 "_transport")
+
+    def __init__(self, transport: Any, signing: Callable[[], tuple], path_prefix: str,
+                 fixed_head: str, *, timeout_s: float | None = None,
+                 max_other_body: int = 1 << 20, on_success: Callable[[], Any] | None = None,
+                 min_snapshot_id: int | None = None, min_block_index: int | None = None,
+                 min_block_token: int | None = None) -> None:
+        self._transport = transport
+        self._signing = signing
+        self._path_prefix = str(path_prefix)
+        self._fixed_head = str(fixed_head)
+        self._timeout = _timeout(timeout_s)
+        self._max_other = _max_other(max_other_body)
+        self._on_success = on_success
+        self._min_snapshot_id = min_snapshot_id
+        self._min_block_index = min_block_index
+        self._min_block_token = min_block_token
+
+    def __repr__(self) -> str:
+        return f"<BlockGetter {self._path_prefix or '/'}>"
+
+    def request_line(self, snapshot_id: str, block_index: int,
+                     block_token: str) -> tuple[str, str, str]:
+        """``(path, query, request line with the Host and User-Agent lines)``: the URI as
+        botocore serializes it (``percent_encode`` of each member)."""
+        path = (f"{self._path_prefix}/snapshots/{uri_encode(snapshot_id)}/blocks/"
+                f"{block_index}")
+        query = "blockToken=" + uri_encode(block_token)
+        return path, query, f"GET {path}?{query} HTTP/1.1\r\n{self._fixed_head}"
+
+    def _handles(self, snapshot_id: Any, block_index: Any, block_token: Any) -> bool:
+        if (type(snapshot_id) is not str or type(block_index) is not int
+                or type(block_token) is not str):
+            return False
+        least = self._min_snapshot_id
+        if least is not None and len(snapshot_id) < least:
+            return False
+        least = self._min_block_index
+        if least is not None and block_index < least:
+            return False
+        least = self._min_block_token
+        return least is None or len(block_token) >= least
+
+    def get(self, snapshot_id: Any, block_index: Any, block_token: Any, out: Any,
+            verify: bool) -> dict | tuple | None:
+        """One attempt at GetSnapshotBlock into ``out`` (writable, at least a block long).
+
+        A clean answer (status 200, a request id, no ``x-amz-id-2``, and with ``verify`` an
+        ``x-amz-checksum`` of algorithm SHA256 equal to the received bytes' digest) gives
+        boto3's response dict without BlockData, plus ``_length`` (the bytes written). Else:
+        None when nothing was sent (arguments of other types or under the minimums, left to
+        the caller's validation); ``(invocation id, Response)`` for any other answer, and
+        ``(invocation id, exception)`` when the exchange failed (its connection closed, and an
+        incomplete body's bytes zeroed), for the caller's retry loop to judge.
+        """
+        if not self._handles(snapshot_id, block_index, block_token):
+            return None
+        prepared, session_token = self._signing()
+        path, query, line = self.request_line(snapshot_id, block_index, block_token)
+        date = amz_date()
+        invocation = invocation_id()
+        head = block_head(line, date, session_token,
+                          prepared.authorization(path, query, date), invocation, "attempt=1")
+        transport = self._transport
+        while True:
+            pool, conn, was_idle = transport.checkout()
+            reusable = False
+            try:
+                r = exchange(conn.sock, head, None, out, timeout_s=self._timeout,
+                             hash_body=verify, max_other_body=self._max_other,
+                             lower_headers=True, idle_check=was_idle)
+                reusable = r.keep_alive
+                break
+            except StaleConnection:
+                continue  # closed by the server while idle, nothing sent: take another
+            except IncompleteBody as e:
+                view = _byte_view(out, "out", writable=True)
+                view[:] = bytes(len(view))  # nothing half-written stays behind
+                return invocation, e
+            except OSError as e:  # the exchange's own errors and the socket's
+                return invocation, e
+            finally:
+                transport.checkin(pool, conn, reusable)
+        headers = r.headers
+        request_id = headers.get("x-amzn-requestid")
+        if (r.status != 200 or r.body is not None or not request_id
+                or "x-amz-id-2" in headers):
+            return invocation, r
+        if verify and not (headers.get("x-amz-checksum-algorithm") == "SHA256"
+                           and r.digest is not None and headers.get("x-amz-checksum")
+                           == base64.b64encode(r.digest).decode("ascii")):
+            return invocation, r
+        if self._on_success is not None:
+            self._on_success()
+        result: dict[str, Any] = {"ResponseMetadata": {
+            "RequestId": request_id, "HTTPStatusCode": 200, "HTTPHeaders": headers,
+            "RetryAttempts": 0}}
+        value = headers.get("x-amz-data-length")
+        if value is not None:
+            result["DataLength"] = int(value)
+        value = headers.get("x-amz-checksum")
+        if value is not None:
+            result["Checksum"] = value
+        value = headers.get("x-amz-checksum-algorithm")
+        if value is not None:
+            result["ChecksumAlgorithm"] = value
+        result["_length"] = r.body_length
+        return result
+
+
+__all__ = ["BlockGetter", "BodyTooLarge", "ConnectionClosed", "ExchangeError",
+           "IncompleteBody", "ProtocolError", "Response", "StaleConnection", "block_head",
+           "exchange", "invocation_id", "lower_fields"]

@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import threading
-from random import getrandbits as _getrandbits
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -172,19 +171,7 @@ def _pages():
 
 
 _EMPTY_SHA256 = sha256(b"").hex()
-
-
-_UUID_KEEP = ~((0xF << 76) | (0x3 << 62))
-_UUID_SET = (0x4 << 76) | (0x2 << 62)
-
-
-def _invocation_id() -> str:
-    """A random (version 4) UUID for amz-sdk-invocation-id, the header botocore sends. It
-    names one call in logs and is no secret, so the random module's generator (reseeded in a
-    forked child) serves, without a system call per request."""
-    # 122 random bits, the version nibble 4 and the variant bits 10
-    h = "%032x" % ((_getrandbits(128) & _UUID_KEEP) | _UUID_SET)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+_UNSET = object()
 
 
 def _block_result(status: int, headers: dict, call, length: int) -> dict:
@@ -299,6 +286,8 @@ class EBSClient:
         self._prepared_cache: dict = {}
         self._signer_lock = threading.Lock()
         self._last_signer = None  # (access key, secret key, token, signer, frozen): static keys
+        self._last_block_signing = None  # (signer, (prepared GET, session token))
+        self._block_getter = _UNSET  # made at the first block read (see _getter)
 
     def __repr__(self) -> str:
         return f"<ebsfast.EBSClient region={self.meta.region_name} endpoint={self.meta.endpoint_url}>"
@@ -338,6 +327,15 @@ class EBSClient:
             prepared = (signer, signer.prepare(method, block, names, payload_hash))
             self._prepared_cache[key] = prepared
         return prepared[1]
+
+    def _block_signing(self) -> tuple:
+        """GetSnapshotBlock's signing now: (prepared GET with no payload, session token)."""
+        signer, frozen = self._signer()
+        last = self._last_block_signing
+        if last is None or last[0] is not signer:
+            last = self._last_block_signing = (
+                signer, (self._prepared(signer, "GET", _EMPTY_SHA256), frozen.token))
+        return last[1]
 
     # -- the call --------------------------------------------------------------------------
     def _prepare(self, op: model.Operation, params: dict) -> tuple[dict, Any]:
@@ -387,7 +385,7 @@ class EBSClient:
         if is_get and out is None:
             out = memoryview(bytearray(model.BLOCK_SIZE))
         call = self._retry.start(op.name)
-        invocation_id = _invocation_id()
+        invocation_id = _http().invocation_id()
         served_date = None  # the server's Date, for botocore's retry ttl
         fixed = [("Host", self._host)] + op_headers + [("User-Agent", self._user_agent)]
         sign_path = self._path_prefix + path
@@ -493,36 +491,84 @@ class EBSClient:
             direct = self._direct_route = self._native_io and self._transport.direct()
         return direct
 
-    def _get_block(self, params: dict, out, verify: bool) -> dict:
+    def _getter(self):
+        """``(BlockGetter, usable)``: this client's GetSnapshotBlock request builder and usual
+        attempt in one call, and whether that attempt is the whole story. It is not behind a
+        plain HTTP proxy (no getter), nor with retry settings whose first attempt has work of
+        its own: adaptive mode's rate limiter, a single attempt (flagged MaxAttemptsReached)."""
+        made = self._block_getter
+        if made is _UNSET:
+            policy = self._retry
+            quick = wire.quick_minimums(_GET_BLOCK) if self._validate else {}
+            quota = policy.quota
+            getter = _http().BlockGetter(
+                self._transport, self._block_signing, self._path_prefix, self._fixed_head,
+                timeout_s=self._read_timeout, max_other_body=_MAX_JSON_BODY,
+                on_success=None if quota is None else functools.partial(
+                    quota.release, policy.NO_RETRY_INCREMENT),
+                min_snapshot_id=quick.get("SnapshotId"),
+                min_block_index=quick.get("BlockIndex"),
+                min_block_token=quick.get("BlockToken"))
+            usable = (self._direct() and policy.rate_limiter is None
+                      and policy.max_attempts > 1)
+            made = self._block_getter = (getter, usable)
+        return made
+
+    def _first_block_attempt(self, snapshot_id, block_index, block_token, out, verify: bool):
+        """The getter's attempt: the response dict (with ``_length``), None (nothing sent), or
+        ``(invocation id or None, Response or exception)`` for the attempt loop to judge."""
+        getter, usable = self._getter()
+        if not usable or _debug():
+            return None
+        try:
+            return getter.get(snapshot_id, block_index, block_token, out, verify)
+        except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
+            return None, exc  # no connection to the endpoint: nothing was sent
+
+    def _get_block(self, params: dict, out, verify: bool, first=None) -> dict:
         """GetSnapshotBlock, the call made once per block: ``_make_api_call``'s loop for
-        parameters the quick check has cleared, on a direct route, with the request head
-        written in one piece. The same requests on the wire, the same retries and errors."""
-        path, query = wire.get_block_target(params)
-        path = self._path_prefix + path
-        request_line = f"GET {path}?{query} HTTP/1.1\r\n{self._fixed_head}"
+        parameters the quick check has cleared, on a direct route, its usual first attempt one
+        call to the ``BlockGetter``, the request head written in one piece. The same requests on
+        the wire, the same retries and errors. ``first``: the getter's outcome, when the
+        caller has made that attempt already."""
         if out is None:
             out = memoryview(bytearray(model.BLOCK_SIZE))
+        if first is None:
+            first = self._first_block_attempt(params.get("SnapshotId"), params.get("BlockIndex"),
+                                              params.get("BlockToken"), out, verify)
+            if type(first) is dict:
+                return first
+        http = _http()
+        invocation_id = first[0] if first is not None else None
+        if invocation_id is None:
+            invocation_id = http.invocation_id()
+        path, query, request_line = self._getter()[0].request_line(
+            params["SnapshotId"], params["BlockIndex"], params["BlockToken"])
         call = self._retry.start("GetSnapshotBlock")
-        invocation_id = _invocation_id()
         served_date = None
         while True:
             call.before_attempt()
-            signer, frozen = self._signer()
-            date = amz_date()
-            auth = self._prepared(signer, "GET", _EMPTY_SHA256).authorization(path, query, date)
-            session = f"X-Amz-Security-Token: {frozen.token}\r\n" if frozen.token else ""
-            head = (f"{request_line}X-Amz-Date: {date}\r\n{session}Authorization: {auth}\r\n"
-                    f"amz-sdk-invocation-id: {invocation_id}\r\n"
-                    f"amz-sdk-request: {self._sdk_request(call, served_date)}\r\n"
-                    f"Accept-Encoding: identity\r\n\r\n")
-            if _debug():
-                logger.debug("GetSnapshotBlock GET attempt %d", call.attempt)
-            try:
-                status, headers, data, digest, length = self._exchange_head(
-                    head.encode("latin-1"), None, out, verify)
-            except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
+            if first is not None:
+                outcome, first = first[1], None
+            else:
+                prepared, session_token = self._block_signing()
+                date = amz_date()
+                head = http.block_head(request_line, date, session_token,
+                                       prepared.authorization(path, query, date), invocation_id,
+                                       self._sdk_request(call, served_date))
+                if _debug():
+                    logger.debug("GetSnapshotBlock GET attempt %d", call.attempt)
+                try:
+                    outcome = self._exchange_head(head, None, out, verify)
+                except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
+                    outcome = exc
+            if isinstance(outcome, BaseException):
+                exc = self._exchange_error(outcome)
                 call.sleep(self._exception_delay(call, exc))
                 continue
+            status, headers, data, digest, length = (
+                outcome.status, outcome.headers, outcome.body, outcome.digest,
+                outcome.body_length)
             served_date = headers.get("date")
             if status >= 300:
                 call.sleep(self._error_delay(_GET_BLOCK, call, status, headers, data))
@@ -557,10 +603,12 @@ class EBSClient:
         if body or method in _BODY_METHODS:
             parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
         parts.append("\r\n")
-        return self._exchange_head("".join(parts).encode("latin-1"), body, out, hash_body)
+        r = self._exchange_head("".join(parts).encode("latin-1"), body, out, hash_body)
+        return r.status, r.headers, r.body, r.digest, r.body_length
 
     def _exchange_head(self, head: bytes, body, out, hash_body: bool):
-        """``_exchange`` with the request head already written, on a direct route."""
+        """``_exchange`` with the request head already written, on a direct route; the
+        exchange's ``Response``."""
         transport = self._transport
         http = _http()
         checked_out = transport.checkout()
@@ -573,29 +621,35 @@ class EBSClient:
                                   max_other_body=_MAX_JSON_BODY, lower_headers=True,
                                   idle_check=was_idle)
                 reusable = r.keep_alive
-                break
+                return r
             except http.StaleConnection:
                 pass  # closed by the server while idle, nothing sent: take another below
-            except TimeoutError as e:
-                raise _exc.ReadTimeoutError(endpoint_url=self.meta.endpoint_url, error=e) from e
-            except http.IncompleteBody as e:
-                if out is not None:
+            except OSError as e:  # the exchange's own errors and the socket's
+                if out is not None and isinstance(e, http.IncompleteBody):
                     out[:] = bytes(len(out))  # nothing half-written stays behind
-                raise _exc.ResponseStreamingError(error=e) from e
-            except (http.ConnectionClosed, ConnectionError) as e:
-                raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
-                                                 error=e) from e
-            except (http.ProtocolError, http.BodyTooLarge) as e:
-                raise _exc.HTTPClientError(error=e) from e
-            except OSError as e:
-                raise _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url,
-                                                 error=e) from e
+                raise self._exchange_error(e) from e
             finally:
                 transport.checkin(pool, conn, reusable)
             # Only idle connections are checked, and at most max_pool_connections wait, so
             # this ends.
             checked_out = transport.checkout()
-        return r.status, r.headers, r.body, r.digest, r.body_length
+
+    def _exchange_error(self, e: BaseException) -> BaseException:
+        """botocore's error for an exchange that failed with ``e`` (the native exchange's or
+        the socket's); the client's own errors as they are."""
+        if isinstance(e, _exc.EbsfastError) or not isinstance(e, OSError):
+            return e
+        http = _http()
+        if isinstance(e, TimeoutError):
+            mapped = _exc.ReadTimeoutError(endpoint_url=self.meta.endpoint_url, error=e)
+        elif isinstance(e, http.IncompleteBody):
+            mapped = _exc.ResponseStreamingError(error=e)
+        elif isinstance(e, (http.ProtocolError, http.BodyTooLarge)):
+            mapped = _exc.HTTPClientError(error=e)
+        else:  # closed, reset, or any other socket error
+            mapped = _exc.ConnectionClosedError(endpoint_url=self.meta.endpoint_url, error=e)
+        mapped.__cause__ = e
+        return mapped
 
     def _exchange_urllib3(self, method, target, headers, body, out, hash_body):
         """The same exchange through urllib3's request path (used behind an HTTP proxy)."""
@@ -645,6 +699,11 @@ class EBSClient:
                 f'Unknown parameter in input: "{k}", must be one of: SnapshotId, BlockIndex, '
                 f"BlockToken, Out, VerifyChecksum" for k in kwargs))
         view = _writable_view(Out)
+        verify = bool(VerifyChecksum)
+        first = self._first_block_attempt(SnapshotId, BlockIndex, BlockToken, view, verify)
+        if type(first) is dict:
+            del first["_length"]
+            return first
         params = {}
         if SnapshotId is not None:
             params["SnapshotId"] = SnapshotId
@@ -652,11 +711,12 @@ class EBSClient:
             params["BlockIndex"] = BlockIndex
         if BlockToken is not None:
             params["BlockToken"] = BlockToken
-        if self._direct() and (not self._validate or wire.quick_valid(_GET_BLOCK, params)):
-            result = self._get_block(params, view, bool(VerifyChecksum))
+        if first is not None:
+            result = self._get_block(params, view, verify, first)
+        elif self._direct() and (not self._validate or wire.quick_valid(_GET_BLOCK, params)):
+            result = self._get_block(params, view, verify)
         else:
-            result = self._make_api_call(_GET_BLOCK, params, out=view,
-                                         verify=bool(VerifyChecksum))
+            result = self._make_api_call(_GET_BLOCK, params, out=view, verify=verify)
         result.pop("_length", None)
         return result
 

@@ -130,6 +130,12 @@ def _quick_valid(op: model.Operation, params: dict, required) -> bool:
     return True
 
 
+def quick_minimums(op: model.Operation) -> dict[str, int | None]:
+    """The minimum (length of a string, value of a number; None: none) that :func:`quick_valid`
+    checks for each string and number member of ``op``."""
+    return {name: spec[1] for name, spec in _QUICK[op.name].items()}
+
+
 def quick_valid(op: model.Operation, params: dict) -> bool:
     """True when ``params`` is certainly valid for ``op`` by the quick check; False means
     only "ask :func:`validate`"."""
@@ -211,18 +217,6 @@ def serialize(op: model.Operation, params: dict) -> tuple[str, str, list, bytes 
 
 
 assert model.OPERATIONS["GetSnapshotBlock"].uri == "/snapshots/{snapshotId}/blocks/{blockIndex}"
-_GET_BLOCK_QUERY = _PLACES["GetSnapshotBlock"]["BlockToken"][1] + "="
-
-
-def get_block_target(params: dict) -> tuple[str, str]:
-    """(path, query string) of a GetSnapshotBlock call whose ``params`` passed
-    :func:`quick_valid`: ``serialize``'s, for the one operation read once per block, without
-    its per-member dispatch."""
-    # (quick_valid params: two str and an int, so percent_encode's type checks are known)
-    return (f"/snapshots/{_uri_encode(params['SnapshotId'])}/blocks/{params['BlockIndex']}",
-            _GET_BLOCK_QUERY + _uri_encode(params["BlockToken"]))
-
-
 # -- parsing -----------------------------------------------------------------------------------
 
 def parse_timestamp(value) -> datetime.datetime:
