@@ -4,6 +4,7 @@
 import os
 import socket
 import ssl
+import sys
 
 from cpython.buffer cimport (
     PyBUF_SIMPLE,
@@ -17,10 +18,9 @@ from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.unicode cimport PyUnicode_DecodeLatin1
+from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_GET_LENGTH
 from libc.errno cimport ECONNRESET, EPIPE
 from libc.stdint cimport uint8_t
-from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memset
 
@@ -159,6 +159,35 @@ cdef extern from *:
     }
     """
     object ebs_lower_name(const char *p, Py_ssize_t n)
+    void *PyUnicode_1BYTE_DATA(object s)
+
+
+# The names of the headers an EBS answer carries, made once: a name that is one of them (in
+# any case) is this str again, its hash already known, rather than a new one per response.
+cdef tuple _KNOWN_NAMES = tuple(sys.intern(n) for n in (
+    "x-amzn-requestid", "date", "content-type", "content-length", "connection",
+    "x-amz-data-length", "x-amz-checksum", "x-amz-checksum-algorithm", "x-amzn-errortype",
+    "server", "keep-alive"))
+
+
+cdef object _lower_name(const char *p, Py_ssize_t n):
+    cdef str known
+    cdef const char *k
+    cdef Py_ssize_t j
+    cdef unsigned char c
+    for known in _KNOWN_NAMES:
+        if PyUnicode_GET_LENGTH(known) != n:
+            continue
+        k = <const char *>PyUnicode_1BYTE_DATA(known)
+        for j in range(n):
+            c = <unsigned char>p[j]
+            if c >= b'A' and c <= b'Z':
+                c += 32
+            if c != <unsigned char>k[j]:
+                break
+        else:
+            return known
+    return ebs_lower_name(p, n)
 
 
 cdef object _headers(ebs_http_ex *x, bint lower_headers):
@@ -170,7 +199,7 @@ cdef object _headers(ebs_http_ex *x, bint lower_headers):
         lower = {}
         for i in range(x.nfields):
             f = &x.fields[i]
-            name = ebs_lower_name(h + f.name_off, f.name_len)
+            name = _lower_name(h + f.name_off, f.name_len)
             value = PyUnicode_DecodeLatin1(h + f.value_off, f.value_len, NULL)
             before = lower.get(name)
             lower[name] = value if before is None else f"{before}, {value}"
@@ -370,10 +399,18 @@ cdef extern from *:
      * getrandbits(128)): the version nibble 4 and the variant bits 10 set. */
     static void ebs_uuid4(unsigned long long lo, unsigned long long hi, char out[37])
     {
+        static const char hex[] = "0123456789abcdef";
+        int i, o = 0;
         hi = (hi & ~(0xFULL << 12)) | (0x4ULL << 12);
         lo = (lo & ~(0x3ULL << 62)) | (0x2ULL << 62);
-        snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx", hi >> 32, (hi >> 16) & 0xFFFF,
-                 hi & 0xFFFF, lo >> 48, lo & 0xFFFFFFFFFFFFULL);
+        /* 32 hex digits, most significant first, dashes after digits 8, 12, 16 and 20 */
+        for (i = 0; i < 32; i++) {
+            unsigned long long w = i < 16 ? hi : lo;
+            out[o++] = hex[(w >> (60 - 4 * (i & 15))) & 15];
+            if (i == 7 || i == 11 || i == 15 || i == 19)
+                out[o++] = '-';
+        }
+        out[o] = 0;
     }
 
     /* Standard base64 of a SHA-256 digest: 44 characters and a NUL. */

@@ -855,6 +855,24 @@ def test_lower_headers(http_impl, raw_server):
     assert r.body == r2.body == b"xyz"
 
 
+def test_lower_headers_known_names_in_any_case_and_near_misses(http_impl, raw_server):
+    # the names every EBS answer carries, in odd cases, beside names of the same lengths that
+    # differ in one character (the native module keeps the known ones as ready-made str)
+    fields = [("X-AMZN-REQUESTID", "r"), ("x-amzn-requestix", "n1"), ("DaTe", "d"),
+              ("datf", "n2"), ("Content-Length", "2"), ("X-Amz-Checksum-Algorithm", "SHA256"),
+              ("x-amz-checksum-algorithM", "again"), ("Connection", "keep-alive"),
+              ("x-amz-checksun", "n3")]
+    head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\nok"
+    srv = raw_server([head.encode()])
+    with srv.connect() as sock:
+        r = http_impl.exchange(sock, get("/"), lower_headers=True)
+    assert r.headers == _http_py.lower_fields(fields) == {
+        "x-amzn-requestid": "r", "x-amzn-requestix": "n1", "date": "d", "datf": "n2",
+        "content-length": "2", "x-amz-checksum-algorithm": "SHA256, again",
+        "connection": "keep-alive", "x-amz-checksun": "n3"}
+    assert all(type(k) is str and k.islower() for k in r.headers) and r.body == b"ok"
+
+
 def test_idle_check_finds_a_connection_closed_while_idle(http_impl, raw_server):
     srv = raw_server([ok_head(3) + b"abc", 0.05, "close"])
     with srv.connect() as sock:
