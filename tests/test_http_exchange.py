@@ -11,6 +11,7 @@ import hashlib
 import json
 import signal
 import socket
+import struct
 import threading
 import time
 import tracemalloc
@@ -782,6 +783,41 @@ def test_blocking_socket_times_out_per_wait(http_impl, raw_server):
     with _blocking(srv) as sock, pytest.raises(socket.timeout):
         http_impl.exchange(sock, get("/"), timeout_s=0.2)
     assert time.monotonic() - t0 < 1.0
+
+
+def _rcvtimeo_us(sock) -> int:
+    sec, usec = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    return sec * 1_000_000 + usec
+
+
+def _set_rcvtimeo_us(sock, us: int) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                    struct.pack("ll", us // 1_000_000, us % 1_000_000))
+
+
+def test_blocking_socket_receive_slice_is_set_when_it_differs():
+    # The native reader waits in 250 ms SO_RCVTIMEO slices; a pooled connection keeps its slice,
+    # so it is read back first and set only when it differs (the kernel keeps it in clock ticks,
+    # rounded up: up to 10 ms more than was set counts as the same).
+    impl = load_http_impl("native")
+    answer = ok_head(3) + b"abc"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        with client, server:
+            for before, after in ((0, (250_000, 260_000)), (256_000, (256_000, 256_000)),
+                                  (400_000, (250_000, 260_000)), (100_000, (250_000, 260_000))):
+                if before:
+                    _set_rcvtimeo_us(client, before)
+                    before = _rcvtimeo_us(client)  # as the kernel rounded it
+                server.sendall(answer)
+                r = impl.exchange(client, get("/"), timeout_s=5)
+                assert r.body == b"abc" and server.recv(4096).startswith(b"GET / ")
+                got = _rcvtimeo_us(client)
+                if after[0] == after[1]:
+                    assert got == before  # within a tick of the slice: left alone
+                else:
+                    assert after[0] <= got < after[1]
 
 
 @pytest.mark.parametrize("script,error,got", [

@@ -796,12 +796,21 @@ int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
     double slice_s = POLL_SLICE_MS / 1000.0;
     if (timeout_s >= 0 && timeout_s < slice_s)
         slice_s = timeout_s > 0.001 ? timeout_s : 0.001; /* 0 would mean "no timeout" */
-    struct timeval tv;
+    struct timeval tv, now_tv;
+    socklen_t now_len = sizeof now_tv;
     tv.tv_sec = (time_t)slice_s;
     tv.tv_usec = (suseconds_t)((slice_s - (double)tv.tv_sec) * 1e6);
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
-        x->os_errno = errno;
-        return EBS_HTTP_E_OS;
+    /* A pooled connection keeps the slice from its last exchange: reading it back costs a
+     * third of setting it again. The kernel keeps it in clock ticks (at most 10 ms), rounded
+     * up, so what it reports may exceed what was set by up to one tick. */
+    long long want_us = (long long)tv.tv_sec * 1000000 + tv.tv_usec, have_us = -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &now_tv, &now_len) == 0 && now_len == sizeof now_tv)
+        have_us = (long long)now_tv.tv_sec * 1000000 + now_tv.tv_usec;
+    if (have_us < want_us || have_us - want_us >= 10000) {
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+            x->os_errno = errno;
+            return EBS_HTTP_E_OS;
+        }
     }
     double last = timeout_s < 0 ? 0.0 : now_s(); /* the last progress */
     for (;;) {
