@@ -30,6 +30,7 @@ from random import getrandbits as _getrandbits
 from typing import Any, Callable
 
 from .signing import amz_date, uri_encode
+from .wire import get_block_output
 
 IMPLEMENTATION = "python"
 
@@ -783,15 +784,7 @@ class BlockGetter:
         result: dict[str, Any] = {"ResponseMetadata": {
             "RequestId": request_id, "HTTPStatusCode": 200, "HTTPHeaders": headers,
             "RetryAttempts": 0}}
-        value = headers.get("x-amz-data-length")
-        if value is not None:
-            result["DataLength"] = int(value)
-        value = headers.get("x-amz-checksum")
-        if value is not None:
-            result["Checksum"] = value
-        value = headers.get("x-amz-checksum-algorithm")
-        if value is not None:
-            result["ChecksumAlgorithm"] = value
+        get_block_output(headers, result)
         result["_length"] = r.body_length
         return result
 

@@ -185,15 +185,7 @@ def _block_result(status: int, headers: dict, call, length: int) -> dict:
                                        "HTTPHeaders": headers, "RetryAttempts": 0}}
     else:
         result = {"ResponseMetadata": wire.response_metadata(status, headers, call.metadata())}
-    value = headers.get("x-amz-data-length")
-    if value is not None:
-        result["DataLength"] = int(value)
-    value = headers.get("x-amz-checksum")
-    if value is not None:
-        result["Checksum"] = value
-    value = headers.get("x-amz-checksum-algorithm")
-    if value is not None:
-        result["ChecksumAlgorithm"] = value
+    wire.get_block_output(headers, result)
     result["_length"] = length
     return result
 

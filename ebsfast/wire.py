@@ -253,6 +253,21 @@ def parse_output_headers(op: model.Operation, headers: dict, out: dict) -> dict:
     return out
 
 
+def get_block_output(headers: dict, out: dict) -> dict:
+    """``parse_output_headers`` for GetSnapshotBlock written out, for the call made once per
+    block: DataLength, Checksum and ChecksumAlgorithm as the headers give them."""
+    value = headers.get("x-amz-data-length")
+    if value is not None:
+        out["DataLength"] = int(value)
+    value = headers.get("x-amz-checksum")
+    if value is not None:
+        out["Checksum"] = value
+    value = headers.get("x-amz-checksum-algorithm")
+    if value is not None:
+        out["ChecksumAlgorithm"] = value
+    return out
+
+
 def parse_output(op: model.Operation, headers: dict, body: bytes | None) -> dict:
     """The operation's output members (without BlockData and ResponseMetadata); ``headers``
     with lower-case names."""

@@ -21,25 +21,13 @@ from conftest_http_fixtures import load_http_impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ebsfast
 from ebsfast import model, wire
 from ebsfast.client import _block_result
 from ebsfast.testing import BLOCK_SIZE, EBSServer
 
+from _blockdata import block, client_for, one_block_snapshot
+
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-
-
-def block(seed: int) -> bytes:
-    unit = hashlib.sha256(seed.to_bytes(8, "little")).digest()
-    return unit * (BLOCK_SIZE // 32)
-
-
-def client_for(server, **cfg):
-    return ebsfast.client("ebs", endpoint_url=server.endpoint_url, region_name=server.region,
-                          aws_access_key_id=server.access_key,
-                          aws_secret_access_key=server.secret_key,
-                          verify=server.ca_file if server.tls else None,
-                          config=ebsfast.Config(**cfg) if cfg else None)
 
 
 def getter_for(impl, c, **kw):
@@ -111,11 +99,8 @@ def test_block_head_is_the_twins(token):
 def served(request):
     with EBSServer(tls=request.param == "https", record_requests=True) as s:
         c = client_for(s, retries={"mode": "standard"})
-        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
         data = block(41)
-        c.put_snapshot_block(SnapshotId=snap, BlockIndex=3, BlockData=data)
-        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
-        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        snap, token = one_block_snapshot(c, data, 3)
         yield s, c, snap, data, token
         c.close()
 
@@ -184,11 +169,8 @@ def test_an_error_answer_goes_back_to_the_loop(http_impl, served):
 def test_a_block_that_fails_its_checksum_goes_back_to_the_loop(http_impl, verify):
     with EBSServer() as s:
         c = client_for(s, retries={"mode": "standard"})
-        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
         data = block(42)
-        c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=data)
-        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
-        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        snap, token = one_block_snapshot(c, data)
         s.set_faults(corrupt_rate=1.0)
         out = bytearray(BLOCK_SIZE)
         got = getter_for(http_impl, c).get(snap, 0, token, out, verify)
@@ -206,11 +188,8 @@ def test_a_block_that_fails_its_checksum_goes_back_to_the_loop(http_impl, verify
 def test_a_broken_body_is_wiped_and_its_connection_closed(http_impl, knob):
     with EBSServer() as s:
         c = client_for(s, retries={"mode": "standard"})
-        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
         data = block(43)
-        c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=data)
-        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
-        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        snap, token = one_block_snapshot(c, data)
         getter = getter_for(http_impl, c)
         s.set_faults(**{knob: 1.0})
         out = bytearray(b"\x5a" * BLOCK_SIZE)
@@ -229,11 +208,8 @@ def test_a_broken_body_is_wiped_and_its_connection_closed(http_impl, knob):
 def test_a_retried_block_read_keeps_one_invocation_id():
     with EBSServer(record_requests=True) as s:
         c = client_for(s, retries={"mode": "standard", "total_max_attempts": 10})
-        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
         data = block(44)
-        c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=data)
-        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
-        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        snap, token = one_block_snapshot(c, data)
         seen, retried = [], 0
         with mock.patch.object(c._retry, "_sleep", lambda _: None):
             for seed in (1, 2):
@@ -259,11 +235,8 @@ def test_a_retried_block_read_keeps_one_invocation_id():
 def test_the_getter_makes_first_attempts_only_where_they_are_the_whole_story(retries, usable):
     with EBSServer() as s:
         c = client_for(s, retries=retries)
-        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
         data = block(45)
-        c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=data)
-        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
-        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        snap, token = one_block_snapshot(c, data)
         assert c._getter()[1] is usable
         out = np.zeros(BLOCK_SIZE, np.uint8)
         r = c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token, Out=out)

@@ -16,20 +16,9 @@ import ebsfast
 from ebsfast import exceptions as exc
 from ebsfast.testing import BLOCK_SIZE, EBSServer
 
+from _blockdata import block, client_for, one_block_snapshot
+
 N_BLOCKS = 6
-
-
-def block(seed: int) -> bytes:
-    unit = hashlib.sha256(seed.to_bytes(8, "little")).digest()
-    return unit * (BLOCK_SIZE // 32)
-
-
-def client_for(server, **cfg):
-    return ebsfast.client("ebs", endpoint_url=server.endpoint_url, region_name=server.region,
-                          aws_access_key_id=server.access_key,
-                          aws_secret_access_key=server.secret_key,
-                          verify=server.ca_file if server.tls else None,
-                          config=ebsfast.Config(**cfg) if cfg else None)
 
 
 @pytest.fixture(scope="module", params=["http", "https"])
@@ -198,11 +187,8 @@ def test_get_allocates_nothing_block_sized_in_the_client(server_process):
 def faulty():
     with EBSServer() as s:
         c = client_for(s, retries={"mode": "standard", "total_max_attempts": 5}, read_timeout=1)
-        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
         d = block(5)
-        c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=d)
-        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
-        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        snap, token = one_block_snapshot(c, d)
         with mock.patch.object(c._retry, "_sleep", lambda _: None):
             yield s, c, snap, d, token
 

@@ -123,3 +123,15 @@ def test_quick_check_passes_what_the_model_allows(snapshot_id, index, token):
     assert wire.quick_valid(op, params)
     assert not wire.quick_valid(op, {**params, "BlockIndex": True})
     assert not wire.quick_valid(op, {"SnapshotId": snapshot_id, "BlockIndex": index})
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"x-amz-data-length": "524288"},
+    {"x-amz-checksum": "c=", "x-amz-checksum-algorithm": "SHA256"},
+    {"x-amz-data-length": "7", "x-amz-checksum": "c=", "x-amz-checksum-algorithm": "SHA256",
+     "x-amzn-requestid": "r"}])
+def test_get_block_output_is_parse_output_headers(headers):
+    op = model.OPERATIONS["GetSnapshotBlock"]
+    got = wire.get_block_output(headers, {"x": 1})
+    assert got == wire.parse_output_headers(op, headers, {"x": 1})
+    assert list(got) == list(wire.parse_output_headers(op, headers, {"x": 1}))
