@@ -21,6 +21,7 @@ from conftest_http_fixtures import load_http_impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ebsfast
 from ebsfast import model, wire
 from ebsfast.client import _block_result
 from ebsfast.testing import BLOCK_SIZE, EBSServer
@@ -245,3 +246,27 @@ def test_the_getter_makes_first_attempts_only_where_they_are_the_whole_story(ret
         assert r["ResponseMetadata"].get("MaxAttemptsReached", False) is (
             retries.get("total_max_attempts") == 1)
         c.close()
+
+
+def test_no_connection_on_the_first_attempt_is_retried_then_raised():
+    # the getter cannot connect: nothing was sent, the attempt loop retries, then raises as
+    # botocore does
+    import socket
+
+    from ebsfast import exceptions as exc
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    c = ebsfast.client("ebs", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                       aws_access_key_id="a", aws_secret_access_key="b",
+                       config=ebsfast.Config(retries={"mode": "standard",
+                                                      "total_max_attempts": 3}))
+    assert c._getter()[1]
+    slept = []
+    with mock.patch.object(c._retry, "_sleep", slept.append), \
+            pytest.raises(exc.EndpointConnectionError):
+        c.get_snapshot_block_into(SnapshotId="snap-1", BlockIndex=0, BlockToken="t",
+                                  Out=bytearray(BLOCK_SIZE))
+    assert len(slept) == 2  # three attempts, two waits between them
