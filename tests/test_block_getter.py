@@ -54,7 +54,8 @@ def test_request_line_is_serialize(kind, snapshot_id, index, token, prefix):
         {"SnapshotId": snapshot_id, "BlockIndex": index, "BlockToken": token})
     assert not headers and not body
     assert getter.request_line(snapshot_id, index, token) == (
-        prefix + path, query, f"GET {prefix}{path}?{query} HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\n")
+        prefix + path, query,
+        f"GET {prefix}{path}?{query} HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\n")
 
 
 def test_invocation_ids_are_distinct_version_4_uuids(http_impl):
