@@ -506,7 +506,7 @@ cdef class BlockGetter:
     def __reduce__(self):
         raise TypeError("a BlockGetter holds a client's connections and signing")
 
-    def request_line(self, snapshot_id, block_index, block_token):
+    cpdef tuple request_line(self, snapshot_id, block_index, block_token):
         """``(path, query, request line with the Host and User-Agent lines)`` (see the twin)."""
         path = (f"{self._path_prefix}/snapshots/{_uri_encode(snapshot_id)}/blocks/"
                 f"{block_index}")

@@ -517,15 +517,15 @@ class EBSClient:
         except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
             return None, exc  # no connection to the endpoint: nothing was sent
 
-    def _get_block(self, params: dict, out, verify: bool, first=None) -> dict:
+    def _get_block(self, params: dict, out, verify: bool, first=_UNSET) -> dict:
         """GetSnapshotBlock, the call made once per block: ``_make_api_call``'s loop for
         parameters the quick check has cleared, on a direct route, its usual first attempt one
         call to the ``BlockGetter``, the request head written in one piece. The same requests on
-        the wire, the same retries and errors. ``first``: the getter's outcome, when the
-        caller has made that attempt already."""
+        the wire, the same retries and errors. ``first``: the getter's outcome when the caller
+        has asked it already (None: it sent nothing)."""
         if out is None:
             out = memoryview(bytearray(model.BLOCK_SIZE))
-        if first is None:
+        if first is _UNSET:
             first = self._first_block_attempt(params.get("SnapshotId"), params.get("BlockIndex"),
                                               params.get("BlockToken"), out, verify)
             if type(first) is dict:
@@ -703,10 +703,9 @@ class EBSClient:
             params["BlockIndex"] = BlockIndex
         if BlockToken is not None:
             params["BlockToken"] = BlockToken
-        if first is not None:
+        if first is not None or (self._direct() and (
+                not self._validate or wire.quick_valid(_GET_BLOCK, params))):
             result = self._get_block(params, view, verify, first)
-        elif self._direct() and (not self._validate or wire.quick_valid(_GET_BLOCK, params)):
-            result = self._get_block(params, view, verify)
         else:
             result = self._make_api_call(_GET_BLOCK, params, out=view, verify=verify)
         result.pop("_length", None)

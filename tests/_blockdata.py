@@ -3,6 +3,7 @@ for an ``ebsfast.testing`` server."""
 from __future__ import annotations
 
 import hashlib
+import socket
 
 import ebsfast
 from ebsfast.testing import BLOCK_SIZE
@@ -29,3 +30,12 @@ def one_block_snapshot(c, data: bytes, index: int = 0) -> tuple[str, str]:
     c.put_snapshot_block(SnapshotId=snap, BlockIndex=index, BlockData=data)
     c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
     return snap, c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections to it are refused)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port

@@ -26,7 +26,7 @@ from ebsfast import model, wire
 from ebsfast.client import _block_result
 from ebsfast.testing import BLOCK_SIZE, EBSServer
 
-from _blockdata import block, client_for, one_block_snapshot
+from _blockdata import block, client_for, one_block_snapshot, unused_port
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -252,15 +252,9 @@ def test_the_getter_makes_first_attempts_only_where_they_are_the_whole_story(ret
 def test_no_connection_on_the_first_attempt_is_retried_then_raised():
     # the getter cannot connect: nothing was sent, the attempt loop retries, then raises as
     # botocore does
-    import socket
-
     from ebsfast import exceptions as exc
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    c = ebsfast.client("ebs", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+    c = ebsfast.client("ebs", endpoint_url=f"http://127.0.0.1:{unused_port()}", region_name="us-east-1",
                        aws_access_key_id="a", aws_secret_access_key="b",
                        config=ebsfast.Config(retries={"mode": "standard",
                                                       "total_max_attempts": 3}))

@@ -24,6 +24,8 @@ import ebsfast
 from ebsfast import exceptions as exc
 from ebsfast.testing import BLOCK_SIZE, EBSServer, Faults
 
+from _blockdata import unused_port
+
 FIXED_NOW = 1_790_000_000.0
 # Headers whose values legitimately differ between two clients.
 VOLATILE = {"user-agent", "x-amz-date", "authorization", "content-length",
@@ -505,13 +507,7 @@ def test_other_4xx_is_not_retried(faulty):
 
 
 def test_connection_refused():
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    c = ebsfast.client("ebs", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+    c = ebsfast.client("ebs", endpoint_url=f"http://127.0.0.1:{unused_port()}", region_name="us-east-1",
                        aws_access_key_id="a", aws_secret_access_key="b",
                        config=ebsfast.Config(retries={"total_max_attempts": 1}))
     with pytest.raises(exc.EndpointConnectionError):
