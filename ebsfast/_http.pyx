@@ -20,7 +20,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_GET_LENGTH
 from libc.errno cimport ECONNRESET, EPIPE
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memset
 
@@ -481,7 +481,7 @@ cdef class BlockGetter:
     cdef str _path_prefix
     cdef str _fixed_head
     cdef object _timeout
-    cdef object _max_other
+    cdef uint64_t _max_other    # clamped once, past any Content-Length that parses
     cdef object _min_snapshot_id
     cdef object _min_block_index
     cdef object _min_block_token
@@ -494,7 +494,7 @@ cdef class BlockGetter:
         self._path_prefix = str(path_prefix)
         self._fixed_head = str(fixed_head)
         self._timeout = _timeout(timeout_s)
-        self._max_other = _max_other(max_other_body)
+        self._max_other = min(_max_other(max_other_body), 1 << 63)
         self._on_success = on_success
         self._min_snapshot_id = min_snapshot_id
         self._min_block_index = min_block_index
@@ -554,7 +554,7 @@ cdef class BlockGetter:
                 x.out = <uint8_t *>ov.buf if ov.buf != NULL else _empty_out
                 x.out_cap = <size_t>ov.len
                 x.hash_body = verify
-                x.max_other = min(self._max_other, 1 << 63)
+                x.max_other = self._max_other
                 x.alloc_exact = _alloc_body
                 x.alloc_ctx = &exact
                 transport = self._transport
