@@ -50,6 +50,8 @@ extensions = [
     ext("ebsfast._sigv4", ["ebsfast/_sigv4.pyx"] + SIGV4_SOURCES + SHA256_SOURCES),
     ext("ebsfast._http", ["ebsfast/_http.pyx", "ebsfast/_csrc/http.c"] + SHA256_SOURCES),
     ext("ebsfast._pages", ["ebsfast/_pages.pyx", "ebsfast/_csrc/pages.c"]),
+    ext("ebsfast._lane", ["ebsfast/_lane.pyx", "ebsfast/_csrc/lane.c"] + SIGV4_SOURCES
+        + SHA256_SOURCES),
 ]
 
 # Developers may build one module while another is in progress: EBSFAST_BUILD_ONLY=_sha256

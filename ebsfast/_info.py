@@ -9,7 +9,7 @@ from . import _backend
 from ._version import __version__
 
 # Every accelerated module, by its short name (ebsfast._<name> / ebsfast._<name>_py).
-NATIVE_MODULES = ("sha256", "sigv4", "http", "pages")
+NATIVE_MODULES = ("sha256", "sigv4", "http", "pages", "lane")
 
 
 def show_config() -> dict[str, Any]:

@@ -22,6 +22,7 @@ import threading
 import time
 from urllib.parse import unquote
 
+from .. import _backend
 from . import _auth, _splice
 from ._faults import BODY_OPERATIONS, Faults, FaultState
 from ._service import ApiError, Response, Service
@@ -191,6 +192,7 @@ class EBSServer:
         self._local = threading.local()  # per connection thread: its _splice.BlockPipe
         self._served = itertools.count()
         self._accepted = itertools.count()
+        self._lane = None  # ebsfast._lane.BlockLane (or its twin) while running, where usable
         self.requests_served = 0
         self.connections_accepted = 0
 
@@ -259,6 +261,7 @@ class EBSServer:
         sock.listen(512)
         self.port = sock.getsockname()[1]
         self._sock = sock
+        self._lane = self._make_lane()
         self._accept_thread = threading.Thread(target=self._accept_loop,
                                                name=f"ebsfast-server:{self.port}", daemon=True)
         self._accept_thread.start()
@@ -307,6 +310,51 @@ class EBSServer:
         finally:
             self.stop()
 
+    def _make_lane(self):
+        """The GetSnapshotBlock lane (``ebsfast._lane``), where it can serve: plain HTTP, blocks
+        in memory sent by vmsplice, and requests not recorded (the lane keeps no record)."""
+        if (self._ssl_ctx is not None or not self.service.store.in_memory
+                or not _splice.AVAILABLE or self.requests is not None):
+            return None
+        return _backend.load("lane").BlockLane(
+            access_key=self.access_key, secret_key=self._secret_key,
+            session_token=self._session_token, region=self.region,
+            verify=self.verify_signatures, max_skew_s=self.max_clock_skew_s,
+            block_size=BLOCK_SIZE, lookup=self._lane_block)
+
+    def _lane_block(self, path: str, query: str):
+        """For the lane: the head and block address of the GetSnapshotBlock at ``path`` when the
+        general path would send it by vmsplice with nothing else to do (no fault set), else None,
+        with nothing done. The lane has checked the signature."""
+        f = self._faults.faults
+        if f.request_faults or f.body_faults:
+            return None
+        route = _route("GET", path)
+        if route is None or route[0] != "GetSnapshotBlock":
+            return None
+        try:
+            block = self.service.block_for_get(route[1][0], route[1][1],
+                                               _parse_query(query).get("blockToken"))
+        except ApiError:
+            return None
+        address = self.service.store.address(block)
+        if address is None:
+            return None
+        self.requests_served = next(self._served) + 1
+        return self._block_head(block.checksum, True), address
+
+    def _pipe(self):
+        """This connection thread's BlockPipe, made on first use; False when none can be made
+        (out of file descriptors: the connection copies instead)."""
+        pipe = getattr(self._local, "pipe", None)
+        if pipe is None:
+            try:
+                pipe = _splice.BlockPipe(BLOCK_SIZE)
+            except OSError:
+                pipe = False
+            self._local.pipe = pipe
+        return pipe
+
     # -- connections --------------------------------------------------------------------------
     def _accept_loop(self) -> None:
         sock = self._sock
@@ -343,7 +391,15 @@ class EBSServer:
             with self._lock:
                 self._conns.add(conn)
             buf = bytearray()
+            lane = self._lane if not isinstance(conn, ssl.SSLSocket) else None
             while not self._stopping.is_set():
+                if lane is not None:
+                    pipe = self._pipe()
+                    if pipe:
+                        rest = lane.serve(conn, bytes(buf), pipe)
+                        if rest is None:
+                            return
+                        buf = bytearray(rest)
                 try:
                     req = self._read_request(conn, buf)
                 except _BadRequest as exc:
@@ -592,13 +648,7 @@ class EBSServer:
                 return False
         if body is None and not isinstance(conn, ssl.SSLSocket):
             address = store.address(block)
-            pipe = getattr(self._local, "pipe", None) if address is not None else False
-            if pipe is None:
-                try:
-                    pipe = _splice.BlockPipe(BLOCK_SIZE)
-                except OSError:  # out of file descriptors: this connection copies instead
-                    pipe = False
-                self._local.pipe = pipe
+            pipe = self._pipe() if address is not None else False
             if pipe:
                 # By reference: vmsplice + splice (see _splice for why).
                 pipe.send(conn, head, address, BLOCK_SIZE)

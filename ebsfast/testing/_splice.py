@@ -104,6 +104,19 @@ class BlockPipe:
                     raise ConnectionResetError("the client closed the connection mid-block")
                 n -= sent
 
+    # What ebsfast._lane needs to send through this pipe itself.
+    @property
+    def read_fd(self) -> int:
+        return self._r
+
+    @property
+    def write_fd(self) -> int:
+        return self._w
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
     def close(self) -> None:
         for fd in (self._r, self._w):
             try:
