@@ -15,7 +15,7 @@ import time
 import boto3
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ebsfast
@@ -39,9 +39,15 @@ def load_lane(kind: str):
     return importlib.import_module("ebsfast._lane_py")
 
 
+TOKEN_KEY = bytes(range(32))
+HEAD_PIECES = (b"HTTP/1.1 200 OK\r\nid: ", b"\r\nDate: ", b"\r\nx-amz-Checksum: ", b"\r\n\r\n")
+
+
 def make_lane(kind: str, **kw):
     args = dict(access_key=AK, secret_key=SK, session_token=None, region=REGION, verify=True,
-                max_skew_s=900.0, block_size=BLOCK_SIZE, lookup=lambda path, query: None)
+                max_skew_s=900.0, block_size=BLOCK_SIZE, lookup=lambda path, query: None,
+                token_key=TOKEN_KEY, request_id_prefix="01234567-89ab-cdef-0123-",
+                head_pieces=HEAD_PIECES)
     args.update(kw)
     return load_lane(kind).BlockLane(**args)
 
@@ -238,7 +244,7 @@ def _mutate(head: bytes, data) -> bytes:
     return head
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(),
        token=st.text(TOKEN_CHARS, min_size=1, max_size=120),
        index=st.integers(0, 2**31),
@@ -404,3 +410,176 @@ def test_no_lane_where_it_cannot_serve(tmp_path):
         assert server._lane is None
     with EBSServer(tls=True) as server:
         assert server._lane is None
+
+
+# -- direct answers: published blocks found without the server's lookup -------------------
+
+def _token(index: int, snapshot_id: str, expiry: int, key: bytes = TOKEN_KEY) -> str:
+    """A block token as the service makes one."""
+    import base64
+    import struct
+
+    from ebsfast import _lane_py
+
+    payload = b"B" + struct.pack(">QQ", index, expiry) + snapshot_id.encode()
+    return base64.b64encode(payload + _lane_py.token_mac(key, payload)).decode()
+
+
+@pytest.mark.parametrize("kind", ["native", "python"])
+def test_token_mac_and_http_date_are_the_twins(kind):
+    import email.utils
+    import hashlib
+    import hmac
+
+    mod = load_lane(kind)
+    for payload in (b"", b"B" + bytes(16) + b"snap-1", bytes(range(256)) * 3):
+        assert mod.token_mac(TOKEN_KEY, payload) == hmac.new(TOKEN_KEY, payload,
+                                                             hashlib.sha256).digest()[:16]
+    for t in (0, 59, 86399, 951782400, 1_000_000_000, int(time.time()), 4102444800,
+              253402300799):
+        assert mod.http_date(t) == email.utils.formatdate(t, usegmt=True), t
+    with pytest.raises(ValueError):
+        mod.http_date(-1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(t=st.integers(0, 253402300799))
+def test_native_http_date_matches_the_email_module(t):
+    import email.utils
+
+    mod = load_lane("native") if not _backend.NO_EXTENSIONS else load_lane("python")
+    assert mod.http_date(t) == email.utils.formatdate(t, usegmt=True)
+
+
+def _published(kind):
+    lane = make_lane(kind)
+    lane.publish("snap-0abc", [3, 1, 2**40], [4096, 8192, 12288],
+                 ["A" * 43 + "=", "B" * 43 + "=", "C" * 43 + "="])
+    return lane
+
+
+@pytest.mark.parametrize("kind", ["native", "python"])
+def test_find_names_a_published_block_by_a_valid_token(kind):
+    from urllib.parse import quote
+
+    lane = _published(kind)
+    later = int(time.time()) + 600
+    for index, found in ((3, ("A" * 43 + "=", 4096)), (1, ("B" * 43 + "=", 8192)),
+                         (2**40, ("C" * 43 + "=", 12288))):
+        tok = _token(index, "snap-0abc", later)
+        assert lane.find(f"/snapshots/snap-0abc/blocks/{index}",
+                         "blockToken=" + quote(tok, safe="")) == found
+        assert lane.find(f"/snapshots/snap-0abc/blocks/{index}",
+                         "blockToken=" + quote(tok, safe="/=")) == found
+    good = "blockToken=" + quote(_token(3, "snap-0abc", later), safe="")
+    refused = [
+        ("/snapshots/snap-0abc/blocks/3", "blockToken=" + quote(_token(3, "snap-0abc", 5),
+                                                                safe="")),  # expired
+        ("/snapshots/snap-0abc/blocks/4", good),  # another index
+        ("/snapshots/snap-0abd/blocks/3", good),  # another snapshot
+        ("/snapshots/snap-0abc/blocks/03x", good),
+        ("/snapshots/snap-0abc/blocks/", good),
+        ("/snapshots/snap%2D0abc/blocks/3", good),
+        ("/snapshots/snap-0abc/blocks/3", good + "&x=1"),
+        ("/snapshots/snap-0abc/blocks/3", good.lower()),
+        ("/snapshots/snap-0abc/blocks/3", "blockToken=" + quote(
+            _token(3, "snap-0abc", later, key=b"another key"), safe="")),
+        ("/snapshots/snap-0abc/blocks/5", "blockToken=" + quote(_token(5, "snap-0abc", later),
+                                                                safe="")),  # not published
+    ]
+    for path, query in refused:
+        assert lane.find(path, query) is None, (path, query)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), index=st.sampled_from([1, 3, 2**40, 7]),
+       expiry=st.sampled_from([0, 2**33, 2**64 - 1]))
+def test_native_find_is_the_twins_and_the_services(data, index, expiry):
+    from urllib.parse import quote
+
+    tok = _token(index, "snap-0abc", expiry)
+    query = "blockToken=" + quote(tok, safe=data.draw(st.sampled_from(["", "/", "=", "/="])))
+    path = f"/snapshots/snap-0abc/blocks/{index}"
+    for _ in range(data.draw(st.integers(0, 2))):
+        which = data.draw(st.sampled_from(["path", "query"]))
+        text = path if which == "path" else query
+        i = data.draw(st.integers(0, len(text) - 1))
+        c = data.draw(st.sampled_from(list("/%+=&?0139aAbB-_ ")))
+        text = text[:i] + c + text[i + data.draw(st.integers(0, 1)):]
+        path, query = (text, query) if which == "path" else (path, text)
+    twin = _published("python").find(path, query)
+    if not _backend.NO_EXTENSIONS:
+        assert _published("native").find(path, query) == twin
+    if twin is not None:  # the service's own reading of the same request agrees
+        from ebsfast.testing._server import _parse_query, _route
+
+        route = _route("GET", path)
+        assert route == ("GetSnapshotBlock", ("snap-0abc", str(index)))
+        assert _parse_query(query)["blockToken"] == tok
+
+
+def test_direct_answers_look_like_the_general_paths(served):
+    import re
+
+    server, snap, tok = served
+    get = _server_head(server, snap, tok) + b"\r\n\r\n"
+    lane = server._lane
+    assert lane.direct
+    direct, counted = lane.direct_served, server.requests_served
+    answers = _raw(server, get * 3, 3)
+    assert lane.direct_served == direct + 3 and server.requests_served == counted + 3
+    server.set_faults(corrupt_rate=1.0, operations=["PutSnapshotBlock"])  # any fault: off
+    assert not lane.direct
+    general = _raw(server, get, 1)[0]
+    server.set_faults(corrupt_rate=0.0)
+    assert lane.direct and lane.direct_served == direct + 3
+
+    def shape(head):
+        return re.sub(rb"(x-amzn-RequestId: )[0-9a-f-]{36}|(Date: )[^\r]+", rb"\1\2*", head)
+
+    for head, body in answers:
+        assert shape(head) == shape(general[0]) and body == general[1] == block(11)
+    ids = [re.search(rb"x-amzn-RequestId: (\S+)", h).group(1) for h, _ in answers + [general]]
+    assert len(set(ids)) == 4 and all(re.fullmatch(rb"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}",
+                                                   i) for i in ids)
+    import email.utils
+
+    date = re.search(rb"Date: ([^\r]+)", answers[0][0]).group(1).decode()
+    assert abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time()) < 5
+
+
+def test_an_expired_token_is_refused_by_the_general_path(served):
+    server, snap, _ = served
+    c = client_for(server)
+    server.set_faults(block_token_ttl_s=1)
+    tok = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+    server.set_faults(block_token_ttl_s=None)
+    assert server._lane.direct
+    time.sleep(2.2)
+    head, body = _raw(server, _server_head(server, snap, tok) + b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 400 ") and b"expired" in body
+
+
+def test_zero_blocks_and_children_are_served(served):
+    server, snap, tok = served
+    c = client_for(server)
+    child = c.start_snapshot(VolumeSize=1, ParentSnapshotId=snap)["SnapshotId"]
+    c.put_snapshot_block(SnapshotId=child, BlockIndex=1, BlockData=bytes(BLOCK_SIZE))
+    c.put_snapshot_block(SnapshotId=child, BlockIndex=2, BlockData=block(12))
+    c.complete_snapshot(SnapshotId=child, ChangedBlocksCount=2)
+    before = server._lane.direct_served
+    got = {}
+    for b in c.list_snapshot_blocks(SnapshotId=child)["Blocks"]:
+        head, body = _raw(server, _server_head(server, child, b["BlockToken"],
+                                               index=b["BlockIndex"]) + b"\r\n\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 200 ")
+        got[b["BlockIndex"]] = body
+    assert got == {0: block(11), 1: bytes(BLOCK_SIZE), 2: block(12)}
+    assert server._lane.direct_served == before + 2  # the zero block took the general path
+
+
+def test_no_direct_answers_on_a_server_clock():
+    with EBSServer(clock=lambda: time.time() + 3600) as server:
+        if server._lane is None:
+            pytest.skip("no vmsplice here: no lane")
+        assert not server._lane.direct

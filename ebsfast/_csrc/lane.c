@@ -4,7 +4,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -329,6 +332,308 @@ int ebs_lane_verify(ebs_lane_auth *a, const ebs_lane_request *r, double now)
         return 1;
     return signature_is(a, r, signed_h, n_signed, LIT(EMPTY_SHA256), date->p, scope, scope_len,
                         sig.p);
+}
+
+/* ---- direct answers ---- */
+
+struct ebs_lane_snap {
+    ebs_lane_snap *next;
+    ebs_lane_block *blocks; /* sorted by index */
+    size_t n_blocks;
+    size_t id_len;
+    char id[];
+};
+
+static uint64_t hash_id(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+int ebs_lane_table_init(ebs_lane_table *t, const uint8_t *token_key, size_t key_len)
+{
+    memset(t, 0, sizeof *t);
+    pthread_mutex_t *m = malloc(sizeof *m);
+    t->n_buckets = 64;
+    t->buckets = calloc(t->n_buckets, sizeof *t->buckets);
+    if (!m || !t->buckets || pthread_mutex_init(m, NULL) != 0) {
+        free(m);
+        free(t->buckets);
+        t->buckets = NULL;
+        return -ENOMEM;
+    }
+    t->lock = m;
+    ebs_hmac_key_init(&t->token_key, token_key, key_len, NULL, 0);
+    return 0;
+}
+
+void ebs_lane_table_free(ebs_lane_table *t)
+{
+    if (t->buckets) {
+        for (size_t i = 0; i < t->n_buckets; i++) {
+            ebs_lane_snap *s = t->buckets[i];
+            while (s) {
+                ebs_lane_snap *next = s->next;
+                free(s->blocks);
+                free(s);
+                s = next;
+            }
+        }
+        free(t->buckets);
+        t->buckets = NULL;
+    }
+    if (t->lock) {
+        pthread_mutex_destroy(t->lock);
+        free(t->lock);
+        t->lock = NULL;
+    }
+}
+
+static int block_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const ebs_lane_block *)a)->index, y = ((const ebs_lane_block *)b)->index;
+    return x < y ? -1 : x > y;
+}
+
+static void grow(ebs_lane_table *t)
+{
+    size_t n = t->n_buckets * 2;
+    ebs_lane_snap **b = calloc(n, sizeof *b);
+    if (!b)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < t->n_buckets; i++) {
+        ebs_lane_snap *s = t->buckets[i];
+        while (s) {
+            ebs_lane_snap *next = s->next;
+            size_t j = hash_id(s->id, s->id_len) & (n - 1);
+            s->next = b[j];
+            b[j] = s;
+            s = next;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->n_buckets = n;
+}
+
+int ebs_lane_publish(ebs_lane_table *t, const char *id, size_t id_len,
+                     const ebs_lane_block *blocks, size_t n)
+{
+    ebs_lane_snap *s = malloc(sizeof *s + id_len);
+    ebs_lane_block *copy = malloc(n ? n * sizeof *copy : 1);
+    if (!s || !copy || n > SIZE_MAX / sizeof *copy) {
+        free(s);
+        free(copy);
+        return -ENOMEM;
+    }
+    memcpy(copy, blocks, n * sizeof *copy);
+    qsort(copy, n, sizeof *copy, block_cmp);
+    s->blocks = copy;
+    s->n_blocks = n;
+    s->id_len = id_len;
+    memcpy(s->id, id, id_len);
+    pthread_mutex_lock(t->lock);
+    ebs_lane_snap **at = &t->buckets[hash_id(id, id_len) & (t->n_buckets - 1)];
+    while (*at && !eq((*at)->id, (*at)->id_len, id, id_len))
+        at = &(*at)->next;
+    ebs_lane_snap *old = *at;
+    s->next = old ? old->next : NULL;
+    *at = s;
+    if (old) {
+        free(old->blocks);
+        free(old);
+    } else if (++t->n_snaps > 2 * t->n_buckets) {
+        grow(t);
+    }
+    pthread_mutex_unlock(t->lock);
+    return 0;
+}
+
+void ebs_lane_token_mac(const ebs_lane_table *t, const void *payload, size_t n, uint8_t out[16])
+{
+    uint8_t mac[32];
+    ebs_hmac_mac(&t->token_key, payload, n, mac);
+    memcpy(out, mac, 16);
+}
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* The block token of a query "blockToken=<v>", percent-decoded (only %2B, %2F and %3D, in
+ * upper case, as clients write base64's specials; '/' and '=' may also come bare) into `out`:
+ * its length, or -1. */
+static long query_token(ebs_span q, char *out, size_t cap)
+{
+    static const char KEY[] = "blockToken=";
+    if (q.n < sizeof KEY - 1 || memcmp(q.p, KEY, sizeof KEY - 1) != 0)
+        return -1;
+    size_t n = 0;
+    for (size_t i = sizeof KEY - 1; i < q.n; i++) {
+        char c = q.p[i];
+        if (c == '%') {
+            if (q.n - i < 3 || (q.p[i + 1] != '2' && q.p[i + 1] != '3'))
+                return -1;
+            char d = q.p[i + 2];
+            c = q.p[i + 1] == '2' ? (d == 'B' ? '+' : d == 'F' ? '/' : 0) : (d == 'D' ? '=' : 0);
+            if (!c)
+                return -1;
+            i += 2;
+        } else if (c == '+' || (b64_value((unsigned char)c) < 0 && c != '=')) {
+            return -1; /* a bare '+' in a query is a space */
+        }
+        if (n == cap)
+            return -1;
+        out[n++] = c;
+    }
+    return (long)n;
+}
+
+/* Strict base64 (RFC 4648, padded): what the service's validating decoder accepts, no more. */
+static long b64_decode(const char *s, size_t n, uint8_t *out)
+{
+    if (n == 0 || n % 4)
+        return -1;
+    size_t pad = s[n - 1] == '=' ? (s[n - 2] == '=' ? 2 : 1) : 0;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4];
+        for (int k = 0; k < 4; k++) {
+            int last = i + 4 == n;
+            if (last && k >= 4 - (int)pad) {
+                v[k] = 0;
+                continue;
+            }
+            v[k] = b64_value((unsigned char)s[i + k]);
+            if (v[k] < 0)
+                return -1;
+        }
+        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+                     (uint32_t)v[3];
+        out[len++] = (uint8_t)(w >> 16);
+        if (i + 4 < n || pad < 2)
+            out[len++] = (uint8_t)(w >> 8);
+        if (i + 4 < n || pad < 1)
+            out[len++] = (uint8_t)w;
+    }
+    return (long)len;
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int ebs_lane_find(ebs_lane_table *t, ebs_span path, ebs_span query, double now,
+                  ebs_lane_block *out)
+{
+    static const char SNAPS[] = "/snapshots/", BLOCKS[] = "/blocks/";
+    if (path.n <= sizeof SNAPS - 1 || memcmp(path.p, SNAPS, sizeof SNAPS - 1) != 0)
+        return 0;
+    const char *id = path.p + sizeof SNAPS - 1, *end = path.p + path.n;
+    const char *slash = memchr(id, '/', (size_t)(end - id));
+    if (!slash || slash == id || memchr(id, '%', (size_t)(slash - id)) ||
+        (size_t)(end - slash) <= sizeof BLOCKS - 1 ||
+        memcmp(slash, BLOCKS, sizeof BLOCKS - 1) != 0)
+        return 0;
+    size_t id_len = (size_t)(slash - id);
+    const char *digits_p = slash + sizeof BLOCKS - 1;
+    size_t nd = (size_t)(end - digits_p);
+    if (nd == 0 || nd > 18)
+        return 0;
+    uint64_t index = 0;
+    for (size_t i = 0; i < nd; i++) {
+        if (digits_p[i] < '0' || digits_p[i] > '9')
+            return 0;
+        index = index * 10 + (uint64_t)(digits_p[i] - '0');
+    }
+
+    char tok[EBS_LANE_MAX_TOKEN];
+    long tn = query_token(query, tok, sizeof tok);
+    uint8_t raw[EBS_LANE_MAX_TOKEN];
+    long rn = tn > 0 ? b64_decode(tok, (size_t)tn, raw) : -1;
+    /* "B", index and expiry (big-endian), the snapshot id; then a 16-byte MAC */
+    if (rn < 17 + 16 || (size_t)rn != 17 + id_len + 16 || raw[0] != 'B' ||
+        memcmp(raw + 17, id, id_len) != 0 || be64(raw + 1) != index)
+        return 0;
+    uint8_t mac[16];
+    ebs_lane_token_mac(t, raw, (size_t)rn - 16, mac);
+    unsigned char diff = 0;
+    for (int i = 0; i < 16; i++)
+        diff |= mac[i] ^ raw[rn - 16 + i];
+    if (diff || now > (double)be64(raw + 9))
+        return 0;
+
+    int found = 0;
+    pthread_mutex_lock(t->lock);
+    const ebs_lane_snap *s = t->buckets[hash_id(id, id_len) & (t->n_buckets - 1)];
+    while (s && !eq(s->id, s->id_len, id, id_len))
+        s = s->next;
+    if (s) {
+        size_t lo = 0, hi = s->n_blocks;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (s->blocks[mid].index < index)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < s->n_blocks && s->blocks[lo].index == index) {
+            *out = s->blocks[lo];
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(t->lock);
+    return found;
+}
+
+void ebs_lane_http_date(long long t, char out[29])
+{
+    static const char DAYS[] = "ThuFriSatSunMonTueWed", MONTHS[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    long long days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+    long long secs = t - days * 86400;
+    /* civil from days (proleptic Gregorian) */
+    long long z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long y = yoe + era * 400, doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1;
+    long long m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    int wd = (int)(((days % 7) + 7) % 7);
+    char *o = out;
+    memcpy(o, DAYS + 3 * wd, 3);
+    o[3] = ',';
+    o[4] = ' ';
+    o[5] = (char)('0' + d / 10);
+    o[6] = (char)('0' + d % 10);
+    o[7] = ' ';
+    memcpy(o + 8, MONTHS + 3 * (m - 1), 3);
+    o[11] = ' ';
+    long long yy = y < 0 ? 0 : y % 10000;
+    for (int i = 3; i >= 0; i--, yy /= 10)
+        o[12 + i] = (char)('0' + yy % 10);
+    o[16] = ' ';
+    int hms[3] = {(int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60)};
+    for (int i = 0; i < 3; i++) {
+        o[17 + 3 * i] = (char)('0' + hms[i] / 10);
+        o[18 + 3 * i] = (char)('0' + hms[i] % 10);
+        if (i < 2)
+            o[19 + 3 * i] = ':';
+    }
+    memcpy(o + 25, " GMT", 4);
 }
 
 /* ---- I/O ---- */

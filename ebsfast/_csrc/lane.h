@@ -59,6 +59,49 @@ typedef struct {
  * credentials, signed within max_skew_s of `now` (seconds since the epoch); 0 otherwise. */
 int ebs_lane_verify(ebs_lane_auth *a, const ebs_lane_request *r, double now);
 
+/* ---- direct answers: blocks of completed snapshots, found without Python ----
+ *
+ * The server publishes each snapshot when it completes (a completed snapshot never changes):
+ * its blocks' indexes, addresses and checksums. A GetSnapshotBlock whose path and block token
+ * name a published block, with the token's MAC right and unexpired, is then answered from
+ * here. Anything else is left to the server's lookup. All of it may run without the GIL. */
+
+#define EBS_LANE_CHECKSUM_LEN 44 /* base64 of a SHA-256 */
+#define EBS_LANE_MAX_TOKEN 256   /* longer block tokens are refused by the service */
+
+typedef struct {
+    uint64_t index;
+    uintptr_t address;
+    char checksum[EBS_LANE_CHECKSUM_LEN];
+} ebs_lane_block;
+
+typedef struct ebs_lane_snap ebs_lane_snap;
+
+typedef struct {
+    void *lock; /* a pthread mutex, behind a pointer to keep pthread.h out of Cython */
+    ebs_lane_snap **buckets;
+    size_t n_buckets, n_snaps;
+    ebs_hmac_key token_key;
+} ebs_lane_table;
+
+int ebs_lane_table_init(ebs_lane_table *t, const uint8_t *token_key, size_t key_len);
+void ebs_lane_table_free(ebs_lane_table *t);
+/* Adds (or replaces) a snapshot's blocks; `blocks` is copied and need not be sorted.
+ * 0, or -ENOMEM. */
+int ebs_lane_publish(ebs_lane_table *t, const char *id, size_t id_len,
+                     const ebs_lane_block *blocks, size_t n);
+/* 1 when `path` and `query` are exactly "/snapshots/<id>/blocks/<decimal index>" and
+ * "blockToken=<token>" (base64, '+' encoded as %2B, '/' and '=' encoded or not), the token is
+ * this snapshot's and index's, its MAC checks and it has not expired at `now`, and the block
+ * is published: `out` is then that block. 0 otherwise. */
+int ebs_lane_find(ebs_lane_table *t, ebs_span path, ebs_span query, double now,
+                  ebs_lane_block *out);
+/* HMAC-SHA256 of `payload` under the table's key, its first 16 bytes: the token MAC. */
+void ebs_lane_token_mac(const ebs_lane_table *t, const void *payload, size_t n, uint8_t out[16]);
+
+/* An HTTP date ("Sun, 06 Dec 2026 13:11:49 GMT", 29 bytes) of whole second `t`. */
+void ebs_lane_http_date(long long t, char out[29]);
+
 /* recv(2) into buf, retried on EINTR: bytes received, 0 at end of stream, -errno on error. */
 long ebs_lane_recv(int fd, char *buf, size_t cap);
 

@@ -37,10 +37,12 @@ REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 402: 
            500: "Internal Server Error", 503: "Service Unavailable"}
 # The namespace the service puts after the code in x-amzn-ErrorType.
 ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.zeppelindataservice/"
-# The fixed parts of a GetSnapshotBlock head, around the block's checksum.
-_BLOCK_HEAD = (f"Content-Type: application/octet-stream\r\nContent-Length: {BLOCK_SIZE}\r\n"
-               f"x-amz-Data-Length: {BLOCK_SIZE}\r\nx-amz-Checksum: ")
-_BLOCK_HEAD_END = "\r\nx-amz-Checksum-Algorithm: SHA256\r\n\r\n"
+# A GetSnapshotBlock head: these pieces around the request id, the date and the block's
+# checksum (the lane writes its direct answers from the same pieces).
+_BLOCK_HEAD_PIECES = ("HTTP/1.1 200 OK\r\nx-amzn-RequestId: ", "\r\nDate: ",
+                      f"\r\nContent-Type: application/octet-stream\r\nContent-Length: "
+                      f"{BLOCK_SIZE}\r\nx-amz-Data-Length: {BLOCK_SIZE}\r\nx-amz-Checksum: ",
+                      "\r\nx-amz-Checksum-Algorithm: SHA256\r\n\r\n")
 _BLOCK_HEAD_END_CLOSE = "\r\nx-amz-Checksum-Algorithm: SHA256\r\nConnection: close\r\n\r\n"
 
 
@@ -193,7 +195,8 @@ class EBSServer:
         self._served = itertools.count()
         self._accepted = itertools.count()
         self._lane = None  # ebsfast._lane.BlockLane (or its twin) while running, where usable
-        self.requests_served = 0
+        self._requests_served = 0
+        self._direct_before = 0  # direct answers of earlier runs' lanes
         self.connections_accepted = 0
 
     # -- credentials: readable on purpose (tests need them), never in repr -----------------
@@ -226,6 +229,7 @@ class EBSServer:
         """Change fault knobs while running; see :class:`Faults` for their names."""
         new = self._faults.update(**changes)
         self._apply_token_ttls()
+        self._lane_direct()
         return new
 
     def _apply_token_ttls(self) -> None:
@@ -261,7 +265,10 @@ class EBSServer:
         sock.listen(512)
         self.port = sock.getsockname()[1]
         self._sock = sock
+        if self._lane is not None:  # a restart: keep the count of the last run's lane
+            self._direct_before += self._lane.direct_served
         self._lane = self._make_lane()
+        self._lane_direct()
         self._accept_thread = threading.Thread(target=self._accept_loop,
                                                name=f"ebsfast-server:{self.port}", daemon=True)
         self._accept_thread.start()
@@ -316,11 +323,45 @@ class EBSServer:
         if (self._ssl_ctx is not None or not self.service.store.in_memory
                 or not _splice.AVAILABLE or self.requests is not None):
             return None
-        return _backend.load("lane").BlockLane(
+        p = secrets.token_hex(10)  # request ids of direct answers: their own prefix
+        lane = _backend.load("lane").BlockLane(
             access_key=self.access_key, secret_key=self._secret_key,
             session_token=self._session_token, region=self.region,
             verify=self.verify_signatures, max_skew_s=self.max_clock_skew_s,
-            block_size=BLOCK_SIZE, lookup=self._lane_block)
+            block_size=BLOCK_SIZE, lookup=self._lane_block, token_key=self.service._key,
+            request_id_prefix=f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-",
+            head_pieces=tuple(piece.encode("ascii") for piece in _BLOCK_HEAD_PIECES))
+        self.service.on_completed = self._publish
+        return lane
+
+    def _publish(self, snap) -> None:
+        """A snapshot just completed: its stored blocks, for the lane to answer directly."""
+        lane, address = self._lane, self.service.store.address
+        if lane is None:
+            return
+        indexes, addresses, checksums = [], [], []
+        for index, block in snap.blocks.items():
+            at = address(block)
+            if at is not None:  # a zero block goes by the general path
+                indexes.append(index)
+                addresses.append(at)
+                checksums.append(block.checksum)
+        lane.publish(snap.id, indexes, addresses, checksums)
+
+    def _lane_direct(self) -> None:
+        """Direct answers skip the faults and the service's clock: on only when no fault is set
+        and the service keeps real time."""
+        f = self._faults.faults
+        if self._lane is not None:
+            self._lane.direct = (not (f.request_faults or f.body_faults)
+                                 and self.service.clock is time.time)
+
+    @property
+    def requests_served(self) -> int:
+        """Requests answered so far (each counted once, whichever path answered it)."""
+        lane = self._lane
+        return (self._requests_served + self._direct_before
+                + (lane.direct_served if lane is not None else 0))
 
     def _lane_block(self, path: str, query: str):
         """For the lane: the head and block address of the GetSnapshotBlock at ``path`` when the
@@ -340,7 +381,7 @@ class EBSServer:
         address = self.service.store.address(block)
         if address is None:
             return None
-        self.requests_served = next(self._served) + 1
+        self._requests_served = next(self._served) + 1
         return self._block_head(block.checksum, True), address
 
     def _pipe(self):
@@ -525,7 +566,7 @@ class EBSServer:
     # -- requests -----------------------------------------------------------------------------
     def _handle(self, conn, req: _Request) -> bool:
         """Answer one request; False when the connection must close."""
-        self.requests_served = next(self._served) + 1
+        self._requests_served = next(self._served) + 1
         if self.requests is not None:
             self.requests.append({"method": req.method, "path": req.path,
                                   "query": req.query_string, "headers": list(req.header_list),
@@ -625,9 +666,9 @@ class EBSServer:
         """The head of a GetSnapshotBlock answer: what ``_send`` makes of the Response
         ``Service.get_snapshot_block`` returns, byte for byte, built in one f-string."""
         clock = self._clock
-        return (f"HTTP/1.1 200 OK\r\nx-amzn-RequestId: {clock.request_id()}\r\n"
-                f"Date: {clock.date()}\r\n{_BLOCK_HEAD}{checksum}"
-                f"{_BLOCK_HEAD_END if keep_alive else _BLOCK_HEAD_END_CLOSE}").encode("latin-1")
+        p0, p1, p2, p3 = _BLOCK_HEAD_PIECES
+        return (f"{p0}{clock.request_id()}{p1}{clock.date()}{p2}{checksum}"
+                f"{p3 if keep_alive else _BLOCK_HEAD_END_CLOSE}").encode("latin-1")
 
     def _send_block(self, conn, head: bytes, block, op: str | None, keep_alive: bool) -> bool:
         store = self.service.store

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import os
@@ -19,8 +18,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .. import _backend
 from ..checksums import linear_checksum, sha256
 from ._store import BLOCK_SIZE, Block, BlockStore
+
+_token_mac = _backend.load("lane").token_mac
 
 BLOCKS_PER_GIB = (1 << 30) // BLOCK_SIZE
 MAX_VOLUME_GIB = 65536  # 64 TiB, the largest EBS snapshot
@@ -135,12 +137,14 @@ class Service:
         self._key = secrets.token_bytes(32)  # MACs the opaque tokens
         self.block_token_ttl_s = BLOCK_TOKEN_TTL_S
         self.page_token_ttl_s = PAGE_TOKEN_TTL_S
+        #: called with each snapshot as it becomes completed (after which it never changes)
+        self.on_completed = None
 
     # -- tokens: opaque base64, bound to a snapshot (and index), expiring, MAC'd ------------
     def _mac(self, payload: bytes) -> bytes:
-        # Keyed BLAKE2b: a MAC in one C call, three times cheaper than HMAC-SHA256 here
-        # (_open computes it inline, the same way).
-        return hashlib.blake2b(payload, key=self._key, digest_size=16).digest()
+        # HMAC-SHA256, first 16 bytes, computed by the server's lane module: the lane checks
+        # block tokens itself, without Python, with the same function.
+        return _token_mac(self._key, payload)
 
     def _seal(self, payload: bytes) -> str:
         return base64.b64encode(payload + self._mac(payload)).decode()
@@ -155,8 +159,7 @@ class Service:
         if len(raw) < 17:
             return None
         payload, mac = raw[:-16], raw[-16:]
-        if not hmac.compare_digest(
-                hashlib.blake2b(payload, key=self._key, digest_size=16).digest(), mac):
+        if not hmac.compare_digest(_token_mac(self._key, payload), mac):
             return None
         return payload
 
@@ -364,6 +367,8 @@ class Service:
                 expected = linear_checksum([snap.written[i].digest for i in sorted(snap.written)])
                 ok = hmac.compare_digest(expected, checksum)
             snap.status = "completed" if ok else "error"
+        if ok and self.on_completed is not None:
+            self.on_completed(snap)
         return Response(202, {"Status": snap.status})
 
     def _page_size(self, query: dict) -> int:
