@@ -71,6 +71,7 @@ cdef extern from "http.h" nogil:
     int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
                                  ebs_http_signal_fn on_signal)
     void ebs_http_hash_pending(ebs_http_ex *x)
+    int ebs_http_sha256_paired(const uint8_t *data, size_t len, uint8_t *out, long long wait_ns)
 
 
 cdef extern from "Python.h":

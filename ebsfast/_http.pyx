@@ -471,6 +471,24 @@ def block_head(str request_line not None, str amz_date not None, session_token,
                        sdk_request)
 
 
+# Getters inside get() across the process, and blocks they hashed in pairs (see get()).
+cdef extern from *:
+    """
+    #define ebs_http_atomic_add(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+    #define ebs_http_atomic_load(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+    """
+    long long _atomic_add "ebs_http_atomic_add" (long long *p, long long v) nogil
+    long long _atomic_load "ebs_http_atomic_load" (long long *p) nogil
+
+cdef long long _getters_in_flight = 0
+cdef long long _paired_hashes = 0
+
+
+def paired_hashes() -> int:
+    """How many verified blocks BlockGetter hashed together with another thread's block."""
+    return _atomic_load(&_paired_hashes)
+
+
 cdef class BlockGetter:
     """GetSnapshotBlock's usual attempt, whole, in one call (see the twin, which specifies it:
     ``ebsfast._http_py.BlockGetter``)."""
@@ -529,14 +547,26 @@ cdef class BlockGetter:
     def get(self, snapshot_id, block_index, block_token, out, bint verify):
         """One attempt at GetSnapshotBlock into ``out``: the response dict, None (nothing
         sent), or ``(invocation id, Response or exception)`` (see the twin)."""
+        if not self._handles(snapshot_id, block_index, block_token):
+            return None
+        # With other getters at work in this process, a verified block is hashed once it is
+        # all in, paired with another thread's where one is ready (the two-lane kernel hashes
+        # two in about the time of one); alone, it is hashed as it arrives.
+        cdef long long others = _atomic_add(&_getters_in_flight, 1)
+        try:
+            return self._get(snapshot_id, block_index, block_token, out, verify,
+                             verify and others > 0)
+        finally:
+            _atomic_add(&_getters_in_flight, -1)
+
+    cdef object _get(self, snapshot_id, block_index, block_token, out, bint verify, bint pair):
         cdef Py_buffer hv
         cdef Py_buffer ov
         cdef ebs_http_ex *x = NULL
         cdef PyObject *exact = NULL
         cdef char b64[45]
         cdef bint reusable
-        if not self._handles(snapshot_id, block_index, block_token):
-            return None
+        cdef long long wait_ns
         prepared, session_token = self._signing()
         path, query, line = self.request_line(snapshot_id, block_index, block_token)
         date = _amz_date()
@@ -553,7 +583,7 @@ cdef class BlockGetter:
                 ebs_http_init(x)
                 x.out = <uint8_t *>ov.buf if ov.buf != NULL else _empty_out
                 x.out_cap = <size_t>ov.len
-                x.hash_body = verify
+                x.hash_body = verify and not pair
                 x.max_other = self._max_other
                 x.alloc_exact = _alloc_body
                 x.alloc_ctx = &exact
@@ -576,6 +606,16 @@ cdef class BlockGetter:
                         return invocation, e
                     finally:
                         transport.checkin(pool, conn, reusable)
+                if pair and x.dst_is_out:
+                    with nogil:
+                        # Wait for a partner at most about what hashing alone costs here
+                        # (about 1.5 GB/s), and only while another getter is at work.
+                        wait_ns = <long long>(x.dst_len * 2 // 3)
+                        if _atomic_load(&_getters_in_flight) < 2:
+                            wait_ns = 0
+                        if ebs_http_sha256_paired(x.dst, x.dst_len, x.digest, wait_ns):
+                            _atomic_add(&_paired_hashes, 1)
+                    x.has_digest = 1
                 headers = _headers(x, True)
                 if x.status == 200 and x.dst_is_out:
                     result = self._result(x, <dict>headers, b64, verify)

@@ -265,3 +265,88 @@ def test_no_connection_on_the_first_attempt_is_retried_then_raised():
         c.get_snapshot_block_into(SnapshotId="snap-1", BlockIndex=0, BlockToken="t",
                                   Out=bytearray(BLOCK_SIZE))
     assert len(slept) == 2  # three attempts, two waits between them
+
+
+# -- verified blocks hashed in pairs across threads (native) --------------------------------
+
+def _many_blocks(server, n=16):
+    c = client_for(server, max_pool_connections=8)
+    snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+    for i in range(n):
+        c.put_snapshot_block(SnapshotId=snap, BlockIndex=i, BlockData=block(100 + i))
+    c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=n)
+    return c, snap, c.list_snapshot_blocks(SnapshotId=snap)["Blocks"]
+
+
+def _read_in_threads(c, snap, listed, threads=8, per_thread=12):
+    import threading
+
+    wrong, raised = [], []
+
+    def work(k):
+        out = np.empty(BLOCK_SIZE, np.uint8)
+        for j in range(per_thread):
+            e = listed[(k * 5 + j) % len(listed)]
+            out[:] = 0x5A
+            try:
+                c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=e["BlockIndex"],
+                                          BlockToken=e["BlockToken"], Out=out)
+            except Exception as exc:  # noqa: BLE001 - collected and judged by the test
+                raised.append(exc)
+                if out.tobytes() == block(100 + e["BlockIndex"]):
+                    wrong.append(("kept after an error", e["BlockIndex"]))
+                continue
+            if out.tobytes() != block(100 + e["BlockIndex"]):
+                wrong.append(("wrong bytes", e["BlockIndex"]))
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return wrong, raised
+
+
+def _two_lane_or_skip():
+    impl = load_http_impl("native")  # the twin hashes each block alone, as it arrives
+    if ebsfast.show_config()["sha256_path"] != "sha-ni-x2":
+        pytest.skip("pairs are hashed only with the two-lane SHA-NI kernel, not on this path")
+    return impl
+
+
+def test_threads_verify_blocks_in_pairs_and_each_lands_whole():
+    impl = _two_lane_or_skip()
+    with EBSServer() as s:
+        c, snap, listed = _many_blocks(s)
+        before = impl.paired_hashes()
+        wrong, raised = _read_in_threads(c, snap, listed)
+        assert wrong == [] and raised == []
+        assert impl.paired_hashes() - before > 8 * 12 // 4  # most found a partner
+
+
+def test_one_thread_never_waits_for_a_partner():
+    impl = _two_lane_or_skip()
+    with EBSServer() as s:
+        c, snap, listed = _many_blocks(s, 4)
+        before = impl.paired_hashes()
+        out = np.empty(BLOCK_SIZE, np.uint8)
+        for e in listed * 3:
+            c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=e["BlockIndex"],
+                                      BlockToken=e["BlockToken"], Out=out)
+            assert out.tobytes() == block(100 + e["BlockIndex"])
+        assert impl.paired_hashes() == before
+
+
+def test_a_corrupt_block_hashed_in_a_pair_is_caught():
+    import ebsfast.exceptions as exc
+
+    impl = _two_lane_or_skip()
+    with EBSServer() as s:
+        c, snap, listed = _many_blocks(s)
+        s.set_faults(corrupt_rate=0.5, seed=7, operations={"GetSnapshotBlock"})
+        before = impl.paired_hashes()
+        with mock.patch.object(c._retry, "_sleep", lambda _: None):
+            wrong, raised = _read_in_threads(c, snap, listed)
+        assert wrong == []
+        assert all(isinstance(e, exc.ChecksumMismatchError) for e in raised)
+        assert impl.paired_hashes() - before > 8 * 12 // 4

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -480,6 +481,57 @@ void ebs_http_hash_pending(ebs_http_ex *x) {
         ebs_sha256_update(&x->sha, x->dst + x->hashed, x->dst_len - x->hashed);
         x->hashed = x->dst_len;
     }
+}
+
+/* One body waiting for a partner; the mutex guards the slot and every job's `done`. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    uint8_t *out;
+    int done;
+} pair_job;
+
+static pthread_mutex_t pair_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pair_cv = PTHREAD_COND_INITIALIZER;
+static pair_job *pair_waiting;
+
+int ebs_http_sha256_paired(const uint8_t *data, size_t len, uint8_t out[32], long long wait_ns) {
+    if (wait_ns <= 0 || ebs_sha256_get_path() != EBS_SHA256_SHANI_X2) {
+        ebs_sha256(data, len, out);
+        return 0;
+    }
+    pthread_mutex_lock(&pair_mu);
+    pair_job *other = pair_waiting;
+    if (other) { /* a body is waiting: hash both here, then tell its thread */
+        pair_waiting = NULL;
+        pthread_mutex_unlock(&pair_mu);
+        ebs_sha256_x2(data, len, other->data, other->len, out, other->out);
+        pthread_mutex_lock(&pair_mu);
+        other->done = 1;
+        pthread_cond_broadcast(&pair_cv);
+        pthread_mutex_unlock(&pair_mu);
+        return 1;
+    }
+    pair_job me = {data, len, out, 0};
+    pair_waiting = &me;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long long ns = until.tv_nsec + wait_ns % 1000000000LL;
+    until.tv_sec += (time_t)(wait_ns / 1000000000LL + ns / 1000000000LL);
+    until.tv_nsec = (long)(ns % 1000000000LL);
+    while (pair_waiting == &me)
+        if (pthread_cond_timedwait(&pair_cv, &pair_mu, &until) == ETIMEDOUT)
+            break;
+    if (pair_waiting == &me) { /* nobody came */
+        pair_waiting = NULL;
+        pthread_mutex_unlock(&pair_mu);
+        ebs_sha256(data, len, out);
+        return 0;
+    }
+    while (!me.done) /* taken: the partner is hashing this body too */
+        pthread_cond_wait(&pair_cv, &pair_mu);
+    pthread_mutex_unlock(&pair_mu);
+    return 1;
 }
 
 static int want(ebs_http_ex *x, int target, uint8_t *p, size_t n, uint8_t **buf, size_t *len) {

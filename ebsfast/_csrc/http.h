@@ -138,4 +138,13 @@ int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
 /* Hashes whatever of the body has not been hashed yet (the TLS driver batches it). */
 void ebs_http_hash_pending(ebs_http_ex *x);
 
+/* SHA-256 of a whole body into out, paired with another thread's body where one is ready:
+ * the two-lane SHA-NI kernel hashes two messages in about the time of one, so threads that
+ * verify blocks side by side spend about half the CPU on hashing. A body with no partner
+ * waits at most wait_ns for one (about what hashing it alone costs, so that a wait never
+ * costs more than it can save), then is hashed alone; with wait_ns <= 0 or without the
+ * two-lane kernel it is hashed alone at once. Returns 1 when hashed in a pair. Thread-safe;
+ * for callers without the GIL. */
+int ebs_http_sha256_paired(const uint8_t *data, size_t len, uint8_t out[32], long long wait_ns);
+
 #endif
