@@ -492,11 +492,25 @@ typedef struct {
 } pair_job;
 
 static pthread_mutex_t pair_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pair_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t pair_cv;
+static pthread_once_t pair_once = PTHREAD_ONCE_INIT;
+static int pair_ready; /* the condition variable exists (set once, under pair_once) */
 static pair_job *pair_waiting;
 
+/* Waits are timed on the monotonic clock, so a step of the wall clock cannot stretch one. */
+static void pair_init(void) {
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        return;
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+        pthread_cond_init(&pair_cv, &attr) == 0)
+        pair_ready = 1;
+    pthread_condattr_destroy(&attr);
+}
+
 int ebs_http_sha256_paired(const uint8_t *data, size_t len, uint8_t out[32], long long wait_ns) {
-    if (wait_ns <= 0 || ebs_sha256_get_path() != EBS_SHA256_SHANI_X2) {
+    pthread_once(&pair_once, pair_init);
+    if (wait_ns <= 0 || !pair_ready || ebs_sha256_get_path() != EBS_SHA256_SHANI_X2) {
         ebs_sha256(data, len, out);
         return 0;
     }
@@ -515,7 +529,7 @@ int ebs_http_sha256_paired(const uint8_t *data, size_t len, uint8_t out[32], lon
     pair_job me = {data, len, out, 0};
     pair_waiting = &me;
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     long long ns = until.tv_nsec + wait_ns % 1000000000LL;
     until.tv_sec += (time_t)(wait_ns / 1000000000LL + ns / 1000000000LL);
     until.tv_nsec = (long)(ns % 1000000000LL);
