@@ -2,7 +2,8 @@
 
 A connection of the local server (``ebsfast.testing``) runs its requests through the lane
 first. The lane serves a request itself only when it is a plain keep-alive GET that it parses
-and whose SigV4 signature it verifies, and when the server's ``lookup`` names a block for it;
+and whose SigV4 signature it verifies, and when a block is found for it: among the blocks of
+completed snapshots the server published to it (``find``), else by the server's ``lookup``;
 it hands everything else back to the server's general path, which answers it (errors
 included). The lane's rules are a subset of the general path's, so what it serves is exactly
 what the general path would have served: this module states those rules, using the general
