@@ -3,8 +3,11 @@
 The lane may only take over requests the server's general path would have served the same way:
 what it accepts, native or twin, the general path parses to the same GET and its signature check
 passes; the native module accepts exactly what the twin accepts, on signed heads and on heads
-broken in every way we could think of. Through a running server the lane serves boto3 and
-ebsfast, and hands back (with nothing sent) every request that is not plainly its own.
+broken in every way we could think of. Blocks of completed snapshots are found without the
+server (``find``) only where the service's own reading of the path and token names the same
+block, and answered with a head shaped as the general path's. Through a running server the lane
+serves boto3 and ebsfast, and hands back (with nothing sent) every request that is not plainly
+its own.
 """
 from __future__ import annotations
 
