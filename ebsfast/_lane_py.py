@@ -185,7 +185,7 @@ class BlockLane:
             return None
         snapshot_id, index = p.group(1), int(p.group(2))
         token = q.group(1).replace("%2B", "+").replace("%2F", "/").replace("%3D", "=")
-        if not _BASE64.fullmatch(token) or not token:
+        if not _BASE64.fullmatch(token):
             return None
         try:
             raw = base64.b64decode(token, validate=True)

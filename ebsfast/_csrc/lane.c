@@ -14,13 +14,6 @@
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-static int is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 static unsigned char lower(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
@@ -86,9 +79,8 @@ int ebs_lane_parse(const char *head, size_t n, ebs_lane_request *r)
         const char *colon = memchr(p, ':', (size_t)(le - p));
         if (!colon || colon == p || r->n_headers == EBS_LANE_MAX_HEADERS)
             return 0;
-        for (const char *c = p; c < colon; c++)
-            if (!is_tchar((unsigned char)*c))
-                return 0;
+        if (!ebs_sigv4_is_token(p, (size_t)(colon - p)))
+            return 0;
         const char *v = colon + 1, *ve = le;
         for (const char *c = v; c < ve; c++)
             if ((*c < 0x20 && *c != '\t') || (unsigned char)*c >= 0x7f)
@@ -208,10 +200,8 @@ static int signature_is(const ebs_lane_auth *a, const ebs_lane_request *r,
     if (ebs_sigv4_canonical_request(&creq, &names, &req) == EBS_SIGV4_OK &&
         ebs_sigv4_string_to_sign(&sts, amz_date, 16, scope, scope_len, creq.data, creq.len) ==
             EBS_SIGV4_OK) {
-        ebs_hmac_key k;
         char hex[EBS_SIGV4_SIG_HEX_LEN];
-        ebs_hmac_key_init(&k, a->key, 32, NULL, 0);
-        ebs_sigv4_signature_hex(&k, sts.data, sts.len, hex);
+        ebs_sigv4_signature_hex(&a->key, sts.data, sts.len, hex);
         unsigned char diff = 0; /* constant time, as the general path compares */
         for (size_t i = 0; i < EBS_SIGV4_SIG_HEX_LEN; i++)
             diff |= (unsigned char)(hex[i] ^ signature[i]);
@@ -310,8 +300,10 @@ int ebs_lane_verify(ebs_lane_auth *a, const ebs_lane_request *r, double now)
         return 0;
 
     if (!a->have_key || memcmp(a->day, part[1].p, 8) != 0) {
-        ebs_sigv4_derive_key(a->key, a->secret_key, a->secret_key_len, part[1].p, 8, a->region,
+        uint8_t key[32];
+        ebs_sigv4_derive_key(key, a->secret_key, a->secret_key_len, part[1].p, 8, a->region,
                              a->region_len, LIT("ebs"));
+        ebs_hmac_key_init(&a->key, key, sizeof key, NULL, 0);
         memcpy(a->day, part[1].p, 8);
         a->have_key = 1;
     }

@@ -49,10 +49,11 @@ typedef struct {
     const char *session_token; /* NULL when the server has none */
     size_t session_token_len;
     double max_skew_s;
-    /* the signing key of the last day seen; the caller serializes calls (the GIL) */
+    /* the signing key of the last day seen, ready for HMAC; not shared between threads
+     * (each connection verifies with its own copy of this struct) */
     char day[8];
     int have_key;
-    uint8_t key[32];
+    ebs_hmac_key key;
 } ebs_lane_auth;
 
 /* 1 when `r` carries an Authorization header with a valid AWS4-HMAC-SHA256 signature by these

@@ -420,7 +420,7 @@ static inline int is_tchar(unsigned char c)
     }
 }
 
-static int is_token(const char *s, size_t n)
+int ebs_sigv4_is_token(const char *s, size_t n)
 {
     if (n == 0)
         return 0;
@@ -560,7 +560,7 @@ int ebs_sigv4_canonical_headers(ebs_buf *block, ebs_buf *signed_headers,
                                 const ebs_header *headers, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!is_token(headers[i].name, headers[i].name_len))
+        if (!ebs_sigv4_is_token(headers[i].name, headers[i].name_len))
             return EBS_SIGV4_EHEADER_NAME;
         TRY(check_value(headers[i].value, headers[i].value_len));
     }
@@ -614,7 +614,7 @@ int ebs_sigv4_canonical_headers(ebs_buf *block, ebs_buf *signed_headers,
 
 static int put_method(ebs_buf *out, const char *m, size_t n)
 {
-    if (!is_token(m, n))
+    if (!ebs_sigv4_is_token(m, n))
         return EBS_SIGV4_EMETHOD;
     TRY(reserve(out, n));
     for (size_t i = 0; i < n; i++) {

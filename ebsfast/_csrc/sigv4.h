@@ -94,6 +94,9 @@ typedef struct {
     size_t value_len;
 } ebs_header;
 
+/* Nonzero when s is a non-empty RFC 9110 token (what a header name must be). */
+int ebs_sigv4_is_token(const char *s, size_t n);
+
 /* Nonzero when botocore never signs this header (user-agent, expect, ...). */
 int ebs_sigv4_header_excluded(const char *name, size_t n);
 
