@@ -14,22 +14,6 @@
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-static unsigned char lower(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
-}
-
-/* a (any case) equals b (lower case) */
-static int eq_lower(const char *a, size_t an, const char *b, size_t bn)
-{
-    if (an != bn)
-        return 0;
-    for (size_t i = 0; i < an; i++)
-        if (lower((unsigned char)a[i]) != (unsigned char)b[i])
-            return 0;
-    return 1;
-}
-
 static int eq(const char *a, size_t an, const char *b, size_t bn)
 {
     return an == bn && memcmp(a, b, an) == 0;
@@ -40,7 +24,7 @@ static int eq(const char *a, size_t an, const char *b, size_t bn)
 const ebs_span *ebs_lane_header(const ebs_lane_request *r, const char *name, size_t name_len)
 {
     for (size_t i = 0; i < r->n_headers; i++)
-        if (eq_lower(r->names[i].p, r->names[i].n, name, name_len))
+        if (ebs_sigv4_eq_lower(r->names[i].p, r->names[i].n, name, name_len))
             return &r->values[i];
     return NULL;
 }
@@ -107,7 +91,7 @@ int ebs_lane_parse(const char *head, size_t n, ebs_lane_request *r)
     if (ebs_lane_header(r, LIT("transfer-encoding")) || ebs_lane_header(r, LIT("expect")))
         return 0;
     h = ebs_lane_header(r, LIT("connection"));
-    if (h && !eq_lower(h->p, h->n, LIT("keep-alive")))
+    if (h && !ebs_sigv4_eq_lower(h->p, h->n, LIT("keep-alive")))
         return 0;
     return 1;
 }

@@ -430,13 +430,12 @@ int ebs_sigv4_is_token(const char *s, size_t n)
     return 1;
 }
 
-static int ieq(const char *a, size_t al, const char *lit)
+int ebs_sigv4_eq_lower(const char *a, size_t an, const char *b, size_t bn)
 {
-    size_t ll = strlen(lit);
-    if (al != ll)
+    if (an != bn)
         return 0;
-    for (size_t i = 0; i < al; i++)
-        if (lower((unsigned char)a[i]) != (unsigned char)lit[i])
+    for (size_t i = 0; i < an; i++)
+        if (lower((unsigned char)a[i]) != (unsigned char)b[i])
             return 0;
     return 1;
 }
@@ -451,7 +450,7 @@ static const char *const EXCLUDED[] = {
 int ebs_sigv4_header_excluded(const char *name, size_t n)
 {
     for (size_t i = 0; i < sizeof EXCLUDED / sizeof EXCLUDED[0]; i++)
-        if (ieq(name, n, EXCLUDED[i]))
+        if (ebs_sigv4_eq_lower(name, n, EXCLUDED[i], strlen(EXCLUDED[i])))
             return 1;
     return 0;
 }

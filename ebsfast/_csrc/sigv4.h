@@ -97,6 +97,9 @@ typedef struct {
 /* Nonzero when s is a non-empty RFC 9110 token (what a header name must be). */
 int ebs_sigv4_is_token(const char *s, size_t n);
 
+/* Nonzero when a (in any case) equals b (lower case), as header names are compared. */
+int ebs_sigv4_eq_lower(const char *a, size_t an, const char *b, size_t bn);
+
 /* Nonzero when botocore never signs this header (user-agent, expect, ...). */
 int ebs_sigv4_header_excluded(const char *name, size_t n);
 
