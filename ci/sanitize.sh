@@ -30,4 +30,4 @@ fi
 # PYTHONPATH puts this scratch copy first on sys.path, in pytest and in the subprocesses tests
 # start, so the sanitized modules are the ones used.
 export PYTHONPATH="$work"
-python -m pytest -q -p no:cacheprovider tests/test_package.py tests/test_sha256*.py tests/test_sigv4*.py tests/test_http_exchange.py tests/test_block_getter.py tests/test_pages.py tests/test_lane.py "$@"
+python -m pytest -q -p no:cacheprovider tests/test_package.py tests/test_sha256*.py tests/test_sigv4*.py tests/test_http_exchange.py tests/test_tls_direct.py tests/test_block_getter.py tests/test_pages.py tests/test_lane.py "$@"

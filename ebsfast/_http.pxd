@@ -21,6 +21,7 @@ cdef extern from "http.h" nogil:
         EBS_HTTP_E_OS
         EBS_HTTP_E_NOMEM
         EBS_HTTP_E_SIGNAL
+        EBS_HTTP_E_TLS
         EBS_HTTP_BODY_NONE
         EBS_HTTP_BODY_LENGTH
         EBS_HTTP_BODY_CHUNKED
@@ -57,6 +58,8 @@ cdef extern from "http.h" nogil:
         int has_digest
         const char *error
         int os_errno
+        int tls_code
+        char tls_message[160]
         uint64_t received
 
     void ebs_http_init(ebs_http_ex *x)
@@ -70,6 +73,16 @@ cdef extern from "http.h" nogil:
     int ebs_http_run_fd(ebs_http_ex *x, int fd, double timeout_s, ebs_http_signal_fn on_signal)
     int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
                                  ebs_http_signal_fn on_signal)
+    ctypedef struct ebs_tls_api:
+        void *(*get_ex_data)(const void *ssl, int idx) noexcept nogil
+        int (*get_fd)(const void *ssl) noexcept nogil
+
+    int ebs_tls_bind(ebs_tls_api *api, const char *module_path)
+    int ebs_http_send_tls(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int fd,
+                          const uint8_t *head, size_t head_len, const uint8_t *body,
+                          size_t body_len, double timeout_s, ebs_http_signal_fn on_signal)
+    int ebs_http_run_tls(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int fd,
+                         int ragged_eof_ok, double timeout_s, ebs_http_signal_fn on_signal)
     void ebs_http_hash_pending(ebs_http_ex *x)
     int ebs_http_sha256_paired(const uint8_t *data, size_t len, uint8_t *out, long long wait_ns)
 

@@ -139,6 +139,11 @@ cdef int _raise(ebs_http_ex *x, int rc) except -1:
         raise MemoryError()
     if rc == EBS_HTTP_E_SIGNAL:
         return _reraise()
+    if rc == EBS_HTTP_E_TLS:
+        msg = x.tls_message.decode("utf-8", "replace")
+        if x.tls_code == ssl.SSL_ERROR_EOF:
+            raise ssl.SSLEOFError(x.tls_code, msg)
+        raise ssl.SSLError(x.tls_code, msg)
     raise SystemError(f"ebsfast._http: unexpected result {rc}")
 
 
@@ -259,6 +264,124 @@ cdef int _run_plain(ebs_http_ex *x, object sock, Py_buffer *hv, Py_buffer *bv, b
     return 0
 
 
+# -- TLS: OpenSSL driven directly, without the GIL ------------------------------------------
+#
+# Through SSLSocket.recv_into a 512 KiB body is 32 or more calls into Python, one per 16 KiB TLS
+# record, each taking the GIL back: with many threads that churn cost more than the decryption.
+# So where possible the C driver calls SSL_read_ex itself on the SSL object under the socket,
+# through the OpenSSL that Python's _ssl module links (looked up in that module, so the library
+# that made the SSL object is the one that drives it).
+#
+# CPython keeps that SSL pointer right after the object header and a weak reference to the
+# socket, in every CPython 3 (_ssl.c, PySSLSocket), and marks each SSL with its Python object
+# (SSL_set_app_data) and its socket's fd (SSL_set_fd). Both marks are checked before an SSL is
+# used; anything else (another layout, another SSL library, PyPy, a wrapper class such as
+# urllib3's TLS-in-TLS transport, EBSFAST_TLS_VIA_PYTHON=1) takes the recv_into path.
+
+cdef extern from *:
+    """
+    typedef struct {
+        PyObject_HEAD
+        PyObject *socket_ref;
+        void *ssl;
+    } ebs_pyssl_head;
+    """
+    ctypedef struct ebs_pyssl_head:
+        void *ssl
+
+cdef ebs_tls_api _tls
+cdef bint _tls_bound = False
+cdef object _SSLObjectType = None
+
+
+cdef void _bind_tls():
+    global _tls_bound, _SSLObjectType
+    if os.environ.get("EBSFAST_TLS_VIA_PYTHON") or sys.implementation.name != "cpython":
+        return
+    try:
+        import _ssl
+        path = os.fsencode(_ssl.__file__)
+        kind = _ssl._SSLSocket
+    except (ImportError, AttributeError, TypeError):
+        return  # built in (no file of its own) or not the CPython module
+    if kind.__basicsize__ < <Py_ssize_t>sizeof(ebs_pyssl_head):
+        return
+    if ebs_tls_bind(&_tls, path) == 0:
+        _SSLObjectType = kind
+        _tls_bound = True
+
+
+_bind_tls()
+
+
+def direct_tls() -> bool:
+    """Whether TLS bodies are read and requests written by OpenSSL calls from C, without the
+    GIL (else each TLS record goes through ``SSLSocket.recv_into``/``sendall``)."""
+    return _tls_bound
+
+
+def _set_direct_tls(bint on) -> bool:
+    """Tests: turn the direct TLS driver off (or back on where it could be bound); returns the
+    previous setting."""
+    global _tls_bound
+    was = _tls_bound
+    _tls_bound = on and _SSLObjectType is not None
+    return was
+
+
+cdef void *_tls_ssl(object sock) except? NULL:
+    """The SSL object under ``sock`` when the direct driver can use it, else NULL."""
+    cdef void *s
+    if not _tls_bound or type(sock) is not ssl.SSLSocket:
+        return NULL
+    obj = getattr(sock, "_sslobj", None)
+    if type(obj) is not _SSLObjectType:
+        return NULL  # closed or unwrapped: recv_into raises what Python raises
+    s = (<ebs_pyssl_head *><PyObject *>obj).ssl
+    if s == NULL or _tls.get_ex_data(s, 0) != <void *><PyObject *>obj:
+        return NULL
+    if _tls.get_fd(s) != sock.fileno():
+        return NULL
+    return s
+
+
+cdef int _run_tls(ebs_http_ex *x, object sock, void *s, Py_buffer *hv, Py_buffer *bv,
+                  bint have_body, object timeout) except -1:
+    cdef int fd = sock.fileno()
+    cdef int rc
+    cdef int ragged_ok = bool(sock.suppress_ragged_eofs)
+    cdef const uint8_t *bp = NULL
+    cdef size_t bn = 0
+    cdef double t
+    if have_body:
+        bp = <const uint8_t *>bv.buf
+        bn = <size_t>bv.len
+    own_timeout = sock.gettimeout()
+    if timeout is None:
+        timeout = own_timeout
+    t = -1.0 if timeout is None else timeout
+    # OpenSSL would wait inside read() on a blocking fd, where neither the timeout nor signal
+    # handlers are looked at: make it non-blocking for the exchange, so every wait is a poll.
+    restore = own_timeout is None and timeout is not None
+    if restore:
+        sock.settimeout(timeout)
+    try:
+        with nogil:
+            rc = ebs_http_send_tls(x, &_tls, s, fd, <const uint8_t *>hv.buf, <size_t>hv.len,
+                                   bp, bn, t, _on_signal)
+            if rc == 0:
+                rc = ebs_http_run_tls(x, &_tls, s, fd, ragged_ok, t, _on_signal)
+    finally:
+        if restore:
+            try:
+                sock.settimeout(None)
+            except OSError:
+                pass
+    if rc != EBS_HTTP_DONE:
+        _raise(x, rc)
+    return 0
+
+
 cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
                      object timeout) except -1:
     # TLS (and any other socket-like object): its own sendall/recv_into do the I/O, and release
@@ -310,8 +433,12 @@ cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
 
 cdef int _run(ebs_http_ex *x, object sock, object head, Py_buffer *hv, object body,
              Py_buffer *bv, bint have_body, object timeout) except -1:
+    cdef void *s
     if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
         return _run_plain(x, sock, hv, bv, have_body, timeout)
+    s = _tls_ssl(sock)
+    if s != NULL:
+        return _run_tls(x, sock, s, hv, bv, have_body, timeout)
     return _run_object(x, sock, head, body, timeout)
 
 

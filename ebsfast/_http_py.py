@@ -587,6 +587,17 @@ def lower_fields(fields: list[tuple[str, str]]) -> dict[str, str]:
     return lower
 
 
+def direct_tls() -> bool:
+    """Always False here: the twin reads TLS through ``SSLSocket.recv_into`` (the native
+    module's fallback); the native module may drive OpenSSL directly."""
+    return False
+
+
+def _set_direct_tls(on: bool) -> bool:
+    """Tests: there is no direct TLS driver to turn on or off here."""
+    return False
+
+
 def _idle_readable(sock: Any) -> bool:
     fd = sock.fileno()
     if fd < 0:
@@ -791,4 +802,4 @@ class BlockGetter:
 
 __all__ = ["BlockGetter", "BodyTooLarge", "ConnectionClosed", "ExchangeError",
            "IncompleteBody", "ProtocolError", "Response", "StaleConnection", "block_head",
-           "exchange", "invocation_id", "lower_fields"]
+           "direct_tls", "exchange", "invocation_id", "lower_fields"]

@@ -21,7 +21,9 @@ import pytest
 
 NO_EXTENSIONS = os.environ.get("EBSFAST_NO_EXTENSIONS", "") not in ("", "0")
 
-# One step of a scripted answer: bytes to send, seconds to pause, or "close" / "reset".
+# One step of a scripted answer: bytes to send, seconds to pause, or "close" / "reset" (and for
+# TLS "close_notify": the TLS close alert, then the close; a plain "close" of a TLS connection
+# sends no alert, an EOF in violation of the protocol; "garbage": plain bytes under the TLS).
 Action = bytes | float | str
 Script = Sequence[Action]
 
@@ -140,6 +142,16 @@ class RawServer:
                         reset(conn)
                         return
                     elif action == "close":
+                        conn.close()
+                        return
+                    elif action == "garbage":  # TLS: bytes that are no TLS record
+                        os.write(conn.fileno(), b"this is not a TLS record\r\n" * 4)
+                    elif action == "close_notify":  # TLS: say so before closing
+                        conn.settimeout(0.5)
+                        try:
+                            conn.unwrap()  # sends close_notify, then waits for the peer's
+                        except OSError:
+                            pass
                         conn.close()
                         return
                     else:

@@ -4,11 +4,13 @@
 #define _GNU_SOURCE
 #include "http.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -934,6 +936,170 @@ int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
             if (errno == ECONNRESET)
                 return ebs_http_reset(x);
             return EBS_HTTP_E_OS;
+        }
+    }
+}
+
+/* -- the TLS driver ---------------------------------------------------------------------- */
+
+/* OpenSSL's values (ssl.h, err.h of OpenSSL 3), which do not change between its releases. */
+enum {
+    TLS_ERROR_SSL = 1,
+    TLS_ERROR_WANT_READ = 2,
+    TLS_ERROR_WANT_WRITE = 3,
+    TLS_ERROR_SYSCALL = 5,
+    TLS_ERROR_ZERO_RETURN = 6,
+    TLS_PY_ERROR_EOF = 8, /* Python's number for an EOF in violation of the protocol */
+};
+#define TLS_ERR_SYSTEM_FLAG 0x80000000UL
+#define TLS_ERR_LIB(e) (((e) >> 23) & 0xFFUL)
+#define TLS_ERR_REASON(e) ((e) & 0x7FFFFFUL)
+#define TLS_ERR_LIB_SSL 20UL
+#define TLS_R_UNEXPECTED_EOF_WHILE_READING 294UL
+
+int ebs_tls_bind(ebs_tls_api *api, const char *module_path) {
+    memset(api, 0, sizeof *api);
+    /* RTLD_NOLOAD: only a module Python already loaded; dlsym on its handle searches the
+     * module and then the libraries it links, which is where _ssl's OpenSSL is. */
+    void *h = dlopen(module_path, RTLD_NOW | RTLD_NOLOAD);
+    if (h == NULL)
+        return -1;
+    unsigned long (*version)(void);
+    void *f = dlsym(h, "OpenSSL_version_num");
+    memcpy(&version, &f, sizeof version);
+    if (f == NULL || version() < 0x30000000UL)
+        return -1;
+#define BIND(field, name)                           \
+    do {                                            \
+        void *sym = dlsym(h, name);                 \
+        if (sym == NULL)                            \
+            return -1;                              \
+        memcpy(&api->field, &sym, sizeof api->field); \
+    } while (0)
+    BIND(read_ex, "SSL_read_ex");
+    BIND(write_ex, "SSL_write_ex");
+    BIND(get_error, "SSL_get_error");
+    BIND(get_ex_data, "SSL_get_ex_data");
+    BIND(get_fd, "SSL_get_fd");
+    BIND(clear_error, "ERR_clear_error");
+    BIND(peek_error, "ERR_peek_error");
+    BIND(error_string_n, "ERR_error_string_n");
+#undef BIND
+    return 0; /* h stays open: the functions are used for the life of the process */
+}
+
+/* What an SSL_read_ex / SSL_write_ex that failed means. */
+enum { TLS_WAIT_READ = 1, TLS_WAIT_WRITE, TLS_CLOSED, TLS_RAGGED };
+
+static int tls_failed(ebs_http_ex *x, int code, const char *message) {
+    x->tls_code = code;
+    snprintf(x->tls_message, sizeof x->tls_message, "%s", message);
+    return EBS_HTTP_E_TLS;
+}
+
+/* sys_errno: errno right after the call. Returns a TLS_* outcome, or EBS_HTTP_E_OS (os_errno
+ * set) or EBS_HTTP_E_TLS. */
+static int tls_outcome(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int sys_errno) {
+    int e = api->get_error(ssl, 0);
+    unsigned long q = api->peek_error();
+    char text[sizeof x->tls_message];
+    switch (e) {
+    case TLS_ERROR_WANT_READ:
+        return TLS_WAIT_READ;
+    case TLS_ERROR_WANT_WRITE:
+        return TLS_WAIT_WRITE;
+    case TLS_ERROR_ZERO_RETURN: /* close_notify */
+        return TLS_CLOSED;
+    case TLS_ERROR_SYSCALL:
+        if (q != 0)
+            break;
+        if (sys_errno == 0) /* the transport ended without close_notify */
+            return TLS_RAGGED;
+        x->os_errno = sys_errno;
+        return EBS_HTTP_E_OS;
+    case TLS_ERROR_SSL:
+        if (!(q & TLS_ERR_SYSTEM_FLAG) && TLS_ERR_LIB(q) == TLS_ERR_LIB_SSL &&
+            TLS_ERR_REASON(q) == TLS_R_UNEXPECTED_EOF_WHILE_READING)
+            return TLS_RAGGED;
+        break;
+    default:
+        break;
+    }
+    if (q == 0)
+        snprintf(text, sizeof text, "TLS error %d", e);
+    else
+        api->error_string_n(q, text, sizeof text);
+    return tls_failed(x, e, text);
+}
+
+int ebs_http_send_tls(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int fd,
+                      const uint8_t *head, size_t head_len, const uint8_t *body, size_t body_len,
+                      double timeout_s, ebs_http_signal_fn on_signal) {
+    const uint8_t *part[2] = {head, body};
+    size_t part_len[2] = {head_len, body_len};
+    for (int i = 0; i < 2; i++) {
+        size_t done = 0;
+        while (done < part_len[i]) {
+            size_t n = 0;
+            api->clear_error();
+            errno = 0;
+            /* After WANT_*, OpenSSL wants the same buffer and length again: done has not moved. */
+            if (api->write_ex(ssl, part[i] + done, part_len[i] - done, &n)) {
+                done += n;
+                continue;
+            }
+            int o = tls_outcome(x, api, ssl, errno);
+            if (o == TLS_WAIT_READ || o == TLS_WAIT_WRITE) {
+                int rc = wait_fd(x, fd, o == TLS_WAIT_READ ? POLLIN : POLLOUT, timeout_s,
+                                 on_signal);
+                if (rc)
+                    return rc;
+                continue;
+            }
+            if (o == TLS_CLOSED || o == TLS_RAGGED) {
+                x->os_errno = EPIPE;
+                return EBS_HTTP_E_CLOSED;
+            }
+            if (o == EBS_HTTP_E_OS && (x->os_errno == EPIPE || x->os_errno == ECONNRESET))
+                return EBS_HTTP_E_CLOSED;
+            return o;
+        }
+    }
+    return 0;
+}
+
+int ebs_http_run_tls(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int fd, int ragged_eof_ok,
+                     double timeout_s, ebs_http_signal_fn on_signal) {
+    for (;;) {
+        uint8_t *buf;
+        size_t len;
+        int rc = ebs_http_step(x, &buf, &len);
+        if (rc != EBS_HTTP_WANT_READ)
+            return rc;
+        for (;;) {
+            size_t got = 0;
+            api->clear_error();
+            errno = 0;
+            if (api->read_ex(ssl, buf, len, &got)) {
+                ebs_http_received(x, got);
+                break;
+            }
+            int o = tls_outcome(x, api, ssl, errno);
+            if (o == TLS_WAIT_READ || o == TLS_WAIT_WRITE) {
+                rc = wait_fd(x, fd, o == TLS_WAIT_READ ? POLLIN : POLLOUT, timeout_s, on_signal);
+                if (rc)
+                    return rc;
+                continue;
+            }
+            if (o == TLS_CLOSED || (o == TLS_RAGGED && ragged_eof_ok)) {
+                ebs_http_received(x, 0);
+                break;
+            }
+            if (o == TLS_RAGGED)
+                return tls_failed(x, TLS_PY_ERROR_EOF, "EOF occurred in violation of protocol");
+            if (o == EBS_HTTP_E_OS && x->os_errno == ECONNRESET)
+                return ebs_http_reset(x);
+            return o;
         }
     }
 }

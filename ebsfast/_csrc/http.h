@@ -2,9 +2,11 @@
  * memory. The response reader is sans-I/O: ebs_http_step() says where the next bytes should be
  * received (the head buffer, a small scratch area for chunk framing, or the caller's buffer
  * itself) and the driver performs the receive. The plain-socket driver (ebs_http_run_fd) does it
- * with recv()/poll() and needs no Python; the TLS driver lives in ebsfast/_http.pyx and calls
- * SSLSocket.recv_into. Nothing here touches Python objects: errors come back as codes and the
- * Cython layer raises. */
+ * with recv()/poll() and needs no Python; the TLS driver (ebs_http_run_tls) does it with
+ * OpenSSL's SSL_read_ex on the SSL object of a Python ssl.SSLSocket, through the functions of the
+ * OpenSSL that Python's _ssl module uses (ebs_tls_bind); where those cannot be had, ebsfast/_http.pyx
+ * calls SSLSocket.recv_into instead. Nothing here touches Python objects: errors come back as
+ * codes and the Cython layer raises. */
 #ifndef EBSFAST_HTTP_H
 #define EBSFAST_HTTP_H
 
@@ -31,6 +33,8 @@
 #define EBS_HTTP_E_OS (-6)         /* x->os_errno */
 #define EBS_HTTP_E_NOMEM (-7)
 #define EBS_HTTP_E_SIGNAL (-8)     /* the signal callback failed: a Python exception is set */
+#define EBS_HTTP_E_TLS (-9)        /* a TLS failure: x->tls_code (Python's ssl error number) and
+                                    * x->tls_message */
 
 /* Body framing, decided by the final response head. */
 #define EBS_HTTP_BODY_NONE 0
@@ -84,6 +88,8 @@ typedef struct {
     /* -- error details -- */
     const char *error;       /* static message for E_PROTOCOL / E_TOO_LARGE */
     int os_errno;
+    int tls_code;            /* E_TLS: 1 (SSL_ERROR_SSL), 8 (an EOF without close_notify), ... */
+    char tls_message[160];   /* E_TLS: OpenSSL's description, NUL-terminated */
     uint64_t received;       /* response bytes received in total (head and body) */
 
     /* -- private state -- */
@@ -134,6 +140,37 @@ int ebs_http_run_fd(ebs_http_ex *x, int fd, double timeout_s, ebs_http_signal_fn
  * set; never blocks past a slice without looking at the clock. */
 int ebs_http_run_fd_blocking(ebs_http_ex *x, int fd, double timeout_s,
                              ebs_http_signal_fn on_signal);
+
+/* -- TLS: OpenSSL called on the SSL object under a Python ssl.SSLSocket -------------------- */
+
+/* The few OpenSSL functions the TLS driver needs (OpenSSL 3 signatures; `ssl` is an SSL *). */
+typedef struct {
+    int (*read_ex)(void *ssl, void *buf, size_t num, size_t *readbytes);
+    int (*write_ex)(void *ssl, const void *buf, size_t num, size_t *written);
+    int (*get_error)(const void *ssl, int ret);
+    void *(*get_ex_data)(const void *ssl, int idx);
+    int (*get_fd)(const void *ssl);
+    void (*clear_error)(void);
+    unsigned long (*peek_error)(void);
+    void (*error_string_n)(unsigned long e, char *buf, size_t len);
+} ebs_tls_api;
+
+/* Fills api from the OpenSSL libraries that the already loaded shared object at module_path
+ * (Python's _ssl extension) links, so that the SSL objects Python made are driven by the very
+ * library that made them. Returns 0, or -1 (api unusable) when the module is not a loaded
+ * shared object, a function is missing, or the library is older than OpenSSL 3.0. */
+int ebs_tls_bind(ebs_tls_api *api, const char *module_path);
+
+/* The TLS drivers, the plain ones' twins: the request written with SSL_write_ex, the response
+ * read with SSL_read_ex straight into the places ebs_http_step names, without the GIL. The fd
+ * (the SSL's) must be non-blocking whenever timeout_s >= 0, so that every wait happens in
+ * poll, in slices that run on_signal. An EOF without close_notify ends the response like a
+ * close when ragged_eof_ok (Python's suppress_ragged_eofs), else it is E_TLS with tls_code 8. */
+int ebs_http_send_tls(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int fd,
+                      const uint8_t *head, size_t head_len, const uint8_t *body, size_t body_len,
+                      double timeout_s, ebs_http_signal_fn on_signal);
+int ebs_http_run_tls(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int fd, int ragged_eof_ok,
+                     double timeout_s, ebs_http_signal_fn on_signal);
 
 /* Hashes whatever of the body has not been hashed yet (the TLS driver batches it). */
 void ebs_http_hash_pending(ebs_http_ex *x);
