@@ -998,38 +998,49 @@ static int tls_failed(ebs_http_ex *x, int code, const char *message) {
 }
 
 /* sys_errno: errno right after the call. Returns a TLS_* outcome, or EBS_HTTP_E_OS (os_errno
- * set) or EBS_HTTP_E_TLS. */
+ * set) or EBS_HTTP_E_TLS; the thread's OpenSSL error queue is left empty. */
 static int tls_outcome(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int sys_errno) {
     int e = api->get_error(ssl, 0);
     unsigned long q = api->peek_error();
+    int outcome = 0;
     char text[sizeof x->tls_message];
     switch (e) {
     case TLS_ERROR_WANT_READ:
-        return TLS_WAIT_READ;
+        outcome = TLS_WAIT_READ;
+        break;
     case TLS_ERROR_WANT_WRITE:
-        return TLS_WAIT_WRITE;
+        outcome = TLS_WAIT_WRITE;
+        break;
     case TLS_ERROR_ZERO_RETURN: /* close_notify */
-        return TLS_CLOSED;
+        outcome = TLS_CLOSED;
+        break;
     case TLS_ERROR_SYSCALL:
         if (q != 0)
             break;
-        if (sys_errno == 0) /* the transport ended without close_notify */
-            return TLS_RAGGED;
-        x->os_errno = sys_errno;
-        return EBS_HTTP_E_OS;
+        if (sys_errno == 0) { /* the transport ended without close_notify */
+            outcome = TLS_RAGGED;
+        } else {
+            x->os_errno = sys_errno;
+            outcome = EBS_HTTP_E_OS;
+        }
+        break;
     case TLS_ERROR_SSL:
         if (!(q & TLS_ERR_SYSTEM_FLAG) && TLS_ERR_LIB(q) == TLS_ERR_LIB_SSL &&
             TLS_ERR_REASON(q) == TLS_R_UNEXPECTED_EOF_WHILE_READING)
-            return TLS_RAGGED;
+            outcome = TLS_RAGGED;
         break;
     default:
         break;
     }
-    if (q == 0)
-        snprintf(text, sizeof text, "TLS error %d", e);
-    else
-        api->error_string_n(q, text, sizeof text);
-    return tls_failed(x, e, text);
+    if (outcome == 0) {
+        if (q == 0)
+            snprintf(text, sizeof text, "TLS error %d", e);
+        else
+            api->error_string_n(q, text, sizeof text);
+        outcome = tls_failed(x, e, text);
+    }
+    api->clear_error();
+    return outcome;
 }
 
 int ebs_http_send_tls(ebs_http_ex *x, const ebs_tls_api *api, void *ssl, int fd,
