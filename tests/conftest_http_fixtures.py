@@ -189,6 +189,29 @@ def raw_server(tmp_path) -> Iterator[Callable[..., RawServer]]:
         s.close()
 
 
+def spins_while_waiting(fetch: Callable[[], object]) -> int:
+    """Runs ``fetch()`` (an exchange that waits on its server for longer than 0.4 s) in another
+    thread and counts the turns of a busy loop here in 0.3 s of that wait: many thousands when
+    the waiting exchange does not hold the GIL."""
+    done = threading.Event()
+
+    def run():
+        try:
+            fetch()
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.1)
+    spins = 0
+    t0 = time.monotonic()
+    while not done.is_set() and time.monotonic() - t0 < 0.3:
+        spins += 1
+    t.join()
+    return spins
+
+
 def segments(data: bytes, size: int, pause: float = 0.0) -> list[Action]:
     """data cut into ``size``-byte pieces, each sent on its own (TCP_NODELAY) with a pause."""
     out: list[Action] = []

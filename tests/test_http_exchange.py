@@ -26,6 +26,7 @@ from conftest_http_fixtures import (
     load_http_impl,
     reset,
     segments,
+    spins_while_waiting,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -702,23 +703,13 @@ def test_other_threads_run_while_waiting(http_impl, raw_server):
     data = block(12, B)
     srv = raw_server([0.6, ok_head(B) + data])
     out = np.empty(B, np.uint8)
-    done = threading.Event()
     result = {}
 
     def fetch():
         with srv.connect() as sock:
             result["r"] = http_impl.exchange(sock, get("/"), out=out)
-        done.set()
 
-    t = threading.Thread(target=fetch)
-    t.start()
-    time.sleep(0.1)
-    spins = 0
-    t0 = time.monotonic()
-    while not done.is_set() and time.monotonic() - t0 < 0.3:
-        spins += 1
-    t.join()
-    assert spins > 10_000  # the blocked exchange did not hold the GIL
+    assert spins_while_waiting(fetch) > 10_000  # the blocked exchange did not hold the GIL
     assert result["r"].body_length == B and bytes(out) == data
 
 

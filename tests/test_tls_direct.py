@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest_http_fixtures import NO_EXTENSIONS, load_http_impl, segments
+from conftest_http_fixtures import NO_EXTENSIONS, load_http_impl, segments, spins_while_waiting
 
 from ebsfast.testing import BLOCK_SIZE
 
@@ -218,29 +218,19 @@ def test_other_threads_run_while_a_tls_exchange_waits(driver, tls_server):
     data = block(9)
     srv = tls_server([0.6, ok_head(B) + data])
     out = np.empty(B, np.uint8)
-    done = threading.Event()
     result = {}
 
     def fetch():
         with srv.connect() as sock:
             result["r"] = driver.exchange(sock, get(), out=out)
-        done.set()
 
-    t = threading.Thread(target=fetch)
-    t.start()
-    time.sleep(0.1)
-    spins = 0
-    t0 = time.monotonic()
-    while not done.is_set() and time.monotonic() - t0 < 0.3:
-        spins += 1
-    t.join()
-    assert spins > 10_000  # the waiting exchange did not hold the GIL
+    assert spins_while_waiting(fetch) > 10_000  # the waiting exchange did not hold the GIL
     assert result["r"].body_length == B and bytes(out) == data
 
 
-def test_many_threads_each_get_their_own_bytes(driver, tls_server):
-    datas = [block(20 + k) for k in range(8)]
-    srv = tls_server([ok_head(B) + datas[0]])  # the same answer on every connection ...
+def test_many_threads_each_fill_their_own_row(driver, tls_server):
+    data = block(20)
+    srv = tls_server([ok_head(B) + data])  # the same answer on every connection ...
     outs = np.full((8, B), 0xA5, np.uint8)
     errors = []
 
@@ -249,7 +239,7 @@ def test_many_threads_each_get_their_own_bytes(driver, tls_server):
             with srv.connect() as sock:
                 for _ in range(4):
                     r = driver.exchange(sock, get(), out=outs[k])
-                    assert r.digest == hashlib.sha256(datas[0]).digest()
+                    assert r.digest == hashlib.sha256(data).digest()
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -259,7 +249,7 @@ def test_many_threads_each_get_their_own_bytes(driver, tls_server):
     for t in ts:
         t.join()
     assert errors == []
-    assert all(bytes(outs[k]) == datas[0] for k in range(8))  # ... landing in each one's row
+    assert all(bytes(outs[k]) == data for k in range(8))  # ... landing in each one's row
 
 
 def test_ssl_socket_subclasses_and_closed_sockets_go_through_python(tls_server):
