@@ -3,10 +3,10 @@
  * received (the head buffer, a small scratch area for chunk framing, or the caller's buffer
  * itself) and the driver performs the receive. The plain-socket driver (ebs_http_run_fd) does it
  * with recv()/poll() and needs no Python; the TLS driver (ebs_http_run_tls) does it with
- * OpenSSL's SSL_read_ex on the SSL object of a Python ssl.SSLSocket, through the functions of the
- * OpenSSL that Python's _ssl module uses (ebs_tls_bind); where those cannot be had, ebsfast/_http.pyx
- * calls SSLSocket.recv_into instead. Nothing here touches Python objects: errors come back as
- * codes and the Cython layer raises. */
+ * OpenSSL's SSL_read_ex on the SSL object of a Python ssl.SSLSocket, through the functions of
+ * the OpenSSL that Python's _ssl module uses (ebs_tls_bind); where those cannot be had,
+ * ebsfast/_http.pyx calls SSLSocket.recv_into instead. Nothing here touches Python objects:
+ * errors come back as codes and the Cython layer raises. */
 #ifndef EBSFAST_HTTP_H
 #define EBSFAST_HTTP_H
 
