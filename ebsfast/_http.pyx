@@ -382,6 +382,57 @@ cdef int _run_tls(ebs_http_ex *x, object sock, void *s, Py_buffer *hv, Py_buffer
     return 0
 
 
+def tls_sendall(sock, head, body=None) -> None:
+    """``sock.sendall(head)``, then ``sock.sendall(body)`` when given; for a TLS socket the direct
+    driver can take (see ``direct_tls``), written by OpenSSL calls without the GIL, waiting as
+    the socket's own timeout says. The local server sends its blocks over TLS with this."""
+    cdef void *s = _tls_ssl(sock)
+    cdef Py_buffer hv
+    cdef Py_buffer bv
+    cdef bint have_body = False
+    cdef const uint8_t *bp = NULL
+    cdef size_t bn = 0
+    cdef ebs_http_ex *x = NULL
+    cdef int rc
+    cdef int fd
+    cdef double t
+    if s == NULL:
+        sock.sendall(head)
+        if body is not None:
+            sock.sendall(body)
+        return
+    fd = sock.fileno()
+    timeout = sock.gettimeout()
+    t = -1.0 if timeout is None else timeout
+    _acquire(head, &hv, PyBUF_SIMPLE, "head")
+    try:
+        if body is not None:
+            _acquire(body, &bv, PyBUF_SIMPLE, "body")
+            have_body = True
+            bp = <const uint8_t *>bv.buf
+            bn = <size_t>bv.len
+        x = <ebs_http_ex *>malloc(sizeof(ebs_http_ex))
+        if x == NULL:
+            raise MemoryError()
+        ebs_http_init(x)
+        with nogil:
+            rc = ebs_http_send_tls(x, &_tls, s, fd, <const uint8_t *>hv.buf, <size_t>hv.len,
+                                   bp, bn, t, _on_signal)
+        if rc == EBS_HTTP_E_CLOSED:
+            err = x.os_errno if x.os_errno else EPIPE
+            raise (ConnectionResetError if err == ECONNRESET else BrokenPipeError)(
+                err, os.strerror(err))
+        if rc != 0:
+            _raise(x, rc)
+    finally:
+        if x != NULL:
+            ebs_http_release(x)
+            free(x)
+        if have_body:
+            PyBuffer_Release(&bv)
+        PyBuffer_Release(&hv)
+
+
 cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
                      object timeout) except -1:
     # TLS (and any other socket-like object): its own sendall/recv_into do the I/O, and release

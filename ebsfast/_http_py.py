@@ -593,6 +593,14 @@ def direct_tls() -> bool:
     return False
 
 
+def tls_sendall(sock: Any, head: Any, body: Any = None) -> None:
+    """``sock.sendall(head)``, then ``sock.sendall(body)`` when given (the native module may
+    write TLS without the GIL instead)."""
+    sock.sendall(head)
+    if body is not None:
+        sock.sendall(body)
+
+
 def _set_direct_tls(on: bool) -> bool:
     """Tests: there is no direct TLS driver to turn on or off here."""
     return False
@@ -802,4 +810,4 @@ class BlockGetter:
 
 __all__ = ["BlockGetter", "BodyTooLarge", "ConnectionClosed", "ExchangeError",
            "IncompleteBody", "ProtocolError", "Response", "StaleConnection", "block_head",
-           "direct_tls", "exchange", "invocation_id", "lower_fields"]
+           "direct_tls", "exchange", "invocation_id", "lower_fields", "tls_sendall"]

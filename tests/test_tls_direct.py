@@ -298,3 +298,26 @@ def test_environment_switch_turns_the_direct_driver_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_tls_sendall_writes_head_and_body_exactly(driver, tls_server):
+    data = np.frombuffer(block(12), np.uint8)
+    srv = tls_server([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    head = f"PUT /y HTTP/1.1\r\nHost: x\r\nContent-Length: {B}\r\n\r\n".encode()
+    with srv.connect() as sock:
+        driver.tls_sendall(sock, head, data)
+        driver.tls_sendall(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while len(srv.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert srv.requests == [head + data.tobytes(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]
+
+
+def test_tls_sendall_to_a_peer_that_is_gone_is_an_os_error(driver, tls_server):
+    srv = tls_server(["reset"])
+    with srv.connect() as sock:
+        driver.tls_sendall(sock, get())  # answered by a reset
+        time.sleep(0.1)
+        with pytest.raises(OSError):
+            for _ in range(50):  # the kernel may take a few writes to learn of the reset
+                driver.tls_sendall(sock, b"x" * 65536, np.zeros(B, np.uint8))

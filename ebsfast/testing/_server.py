@@ -718,8 +718,10 @@ class EBSServer:
                     sent = len(head)
                 conn.sendall(view[sent - len(head):])
             return keep_alive
-        conn.sendall(head)
-        conn.sendall(body if body is not None else store.view(block))
+        # TLS: written by OpenSSL without the GIL where the native exchange can (each 16 KiB
+        # record through SSLSocket.sendall would take the GIL back)
+        _backend.load("http").tls_sendall(conn, head,
+                                          body if body is not None else store.view(block))
         return keep_alive
 
     @staticmethod
