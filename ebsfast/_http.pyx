@@ -435,8 +435,9 @@ def tls_sendall(sock, head, body=None) -> None:
 
 cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
                      object timeout) except -1:
-    # TLS (and any other socket-like object): its own sendall/recv_into do the I/O, and release
-    # the GIL inside; the C reader decides where each recv_into lands.
+    # TLS the direct driver does not take (and any other socket-like object): its own
+    # sendall/recv_into do the I/O, and release the GIL inside; the C reader decides where each
+    # recv_into lands.
     cdef uint8_t *p
     cdef size_t n
     cdef int rc

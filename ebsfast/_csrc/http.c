@@ -36,8 +36,8 @@ enum {
     CS_END,
 };
 
-/* Hashing in batches this large keeps the data in cache and, on the TLS path, makes one GIL
- * release cover several 16 KiB records instead of one each. */
+/* Hashing in batches this large keeps the data in cache and, on the TLS path through Python's
+ * recv_into, makes one GIL release cover several 16 KiB records instead of one each. */
 #define HASH_BATCH 65536
 /* Signals are checked at least this often while waiting, so Ctrl-C works even when the signal
  * went to another thread than the one blocked here. */
