@@ -515,9 +515,12 @@ def test_native_find_is_the_twins_and_the_services(data, index, expiry):
         assert _published("native").find(path, query) == twin
     if twin is not None:  # the service's own reading of the same request agrees
         from ebsfast.testing._server import _parse_query, _route
+        from ebsfast.testing._service import _int_param
 
-        route = _route("GET", path)
-        assert route == ("GetSnapshotBlock", ("snap-0abc", str(index)))
+        op, (snapshot_id, index_s) = _route("GET", path)
+        # the index as the service reads it ("01" is 1 there too)
+        assert (op, snapshot_id) == ("GetSnapshotBlock", "snap-0abc")
+        assert _int_param(index_s, "blockIndex") == index
         assert _parse_query(query)["blockToken"] == tok
 
 
