@@ -329,8 +329,9 @@ def _set_direct_tls(bint on) -> bool:
     return was
 
 
-cdef void *_tls_ssl(object sock) except? NULL:
-    """The SSL object under ``sock`` when the direct driver can use it, else NULL."""
+cdef void *_tls_ssl(object sock, int *fd) except? NULL:
+    """The SSL object under ``sock`` when the direct driver can use it (*fd its socket's),
+    else NULL."""
     cdef void *s
     if not _tls_bound or type(sock) is not ssl.SSLSocket:
         return NULL
@@ -340,14 +341,14 @@ cdef void *_tls_ssl(object sock) except? NULL:
     s = (<ebs_pyssl_head *><PyObject *>obj).ssl
     if s == NULL or _tls.get_ex_data(s, 0) != <void *><PyObject *>obj:
         return NULL
-    if _tls.get_fd(s) != sock.fileno():
+    fd[0] = sock.fileno()
+    if _tls.get_fd(s) != fd[0]:
         return NULL
     return s
 
 
-cdef int _run_tls(ebs_http_ex *x, object sock, void *s, Py_buffer *hv, Py_buffer *bv,
+cdef int _run_tls(ebs_http_ex *x, object sock, void *s, int fd, Py_buffer *hv, Py_buffer *bv,
                   bint have_body, object timeout) except -1:
-    cdef int fd = sock.fileno()
     cdef int rc
     cdef int ragged_ok = bool(sock.suppress_ragged_eofs)
     cdef const uint8_t *bp = NULL
@@ -386,7 +387,8 @@ def tls_sendall(sock, head, body=None) -> None:
     """``sock.sendall(head)``, then ``sock.sendall(body)`` when given; for a TLS socket the direct
     driver can take (see ``direct_tls``), written by OpenSSL calls without the GIL, waiting as
     the socket's own timeout says. The local server sends its blocks over TLS with this."""
-    cdef void *s = _tls_ssl(sock)
+    cdef int fd = -1
+    cdef void *s = _tls_ssl(sock, &fd)
     cdef Py_buffer hv
     cdef Py_buffer bv
     cdef bint have_body = False
@@ -394,14 +396,12 @@ def tls_sendall(sock, head, body=None) -> None:
     cdef size_t bn = 0
     cdef ebs_http_ex *x = NULL
     cdef int rc
-    cdef int fd
     cdef double t
     if s == NULL:
         sock.sendall(head)
         if body is not None:
             sock.sendall(body)
         return
-    fd = sock.fileno()
     timeout = sock.gettimeout()
     t = -1.0 if timeout is None else timeout
     _acquire(head, &hv, PyBUF_SIMPLE, "head")
@@ -486,11 +486,12 @@ cdef int _run_object(ebs_http_ex *x, object sock, object head, object body,
 cdef int _run(ebs_http_ex *x, object sock, object head, Py_buffer *hv, object body,
              Py_buffer *bv, bint have_body, object timeout) except -1:
     cdef void *s
+    cdef int fd = -1
     if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
         return _run_plain(x, sock, hv, bv, have_body, timeout)
-    s = _tls_ssl(sock)
+    s = _tls_ssl(sock, &fd)
     if s != NULL:
-        return _run_tls(x, sock, s, hv, bv, have_body, timeout)
+        return _run_tls(x, sock, s, fd, hv, bv, have_body, timeout)
     return _run_object(x, sock, head, body, timeout)
 
 
