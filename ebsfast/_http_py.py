@@ -601,11 +601,6 @@ def tls_sendall(sock: Any, head: Any, body: Any = None) -> None:
         sock.sendall(body)
 
 
-def _set_direct_tls(on: bool) -> bool:
-    """Tests: there is no direct TLS driver to turn on or off here."""
-    return False
-
-
 def _idle_readable(sock: Any) -> bool:
     fd = sock.fileno()
     if fd < 0:
