@@ -1,10 +1,13 @@
-"""pytest plugin: fixtures for the HTTP exchange tests (tests/test_http_exchange.py).
+"""pytest plugin: fixtures and helpers for the HTTP exchange tests (tests/test_http_exchange.py,
+tests/test_tls_direct.py).
 
 ``http_impl``   each implementation of the exchange: native ``ebsfast._http`` and the twin
                 ``ebsfast._http_py``. ``EBSFAST_NO_EXTENSIONS=1`` skips the native parameter.
 ``raw_server``  a factory of tiny TCP servers on 127.0.0.1 that answer each request with a script
                 of actions (bytes to send, pauses, a clean close or a reset), for the byte-exact
-                cases a real server never produces.
+                cases a real server never produces (over TLS too: ``raw_server(..., tls=True)``).
+``block``, ``get``, ``ok_head``, ``segments``, ``spins_while_waiting``: bytes and checks the
+                tests share.
 """
 from __future__ import annotations
 
@@ -17,7 +20,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 
+import numpy as np
 import pytest
+
+from ebsfast.testing import BLOCK_SIZE
 
 NO_EXTENSIONS = os.environ.get("EBSFAST_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -187,6 +193,21 @@ def raw_server(tmp_path) -> Iterator[Callable[..., RawServer]]:
     yield make
     for s in servers:
         s.close()
+
+
+def block(seed: int, n: int = BLOCK_SIZE) -> bytes:
+    """n random bytes, the same for the same seed (a block by default)."""
+    return np.random.default_rng(seed).bytes(n)
+
+
+def get(target: str = "/", extra: str = "") -> bytes:
+    """A GET request head (``extra``: more header lines, each ending in CRLF)."""
+    return f"GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+def ok_head(length: int, extra: str = "") -> bytes:
+    """A 200 response head with this Content-Length."""
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n{extra}\r\n".encode()
 
 
 def spins_while_waiting(fetch: Callable[[], object]) -> int:

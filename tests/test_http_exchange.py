@@ -23,7 +23,10 @@ import pytest
 from conftest_http_fixtures import (
     NO_EXTENSIONS,
     ScriptedSocket,
+    block,
+    get,
     load_http_impl,
+    ok_head,
     reset,
     segments,
     spins_while_waiting,
@@ -38,20 +41,8 @@ B = BLOCK_SIZE
 SENTINEL = 0xA5
 
 
-def block(seed: int, n: int = B) -> bytes:
-    return np.random.default_rng(seed).bytes(n)
-
-
 def b64sha(data) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-def get(target: str, extra: str = "") -> bytes:
-    return f"GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
-
-
-def ok_head(length: int, extra: str = "") -> bytes:
-    return f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n{extra}\r\n".encode()
 
 
 def chunked(data: bytes, sizes) -> bytes:

@@ -16,23 +16,19 @@ import time
 
 import numpy as np
 import pytest
-from conftest_http_fixtures import NO_EXTENSIONS, load_http_impl, segments, spins_while_waiting
+from conftest_http_fixtures import (
+    NO_EXTENSIONS,
+    block,
+    get,
+    load_http_impl,
+    ok_head,
+    segments,
+    spins_while_waiting,
+)
 
 from ebsfast.testing import BLOCK_SIZE
 
 B = BLOCK_SIZE
-
-
-def block(seed: int, n: int = B) -> bytes:
-    return np.random.default_rng(seed).bytes(n)
-
-
-def get(target: str = "/") -> bytes:
-    return f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-
-
-def ok_head(length: int, extra: str = "") -> bytes:
-    return f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n{extra}\r\n".encode()
 
 
 class Driver:
