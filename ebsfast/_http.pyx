@@ -487,12 +487,19 @@ cdef int _run(ebs_http_ex *x, object sock, object head, Py_buffer *hv, object bo
              Py_buffer *bv, bint have_body, object timeout) except -1:
     cdef void *s
     cdef int fd = -1
-    if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
-        return _run_plain(x, sock, hv, bv, have_body, timeout)
-    s = _tls_ssl(sock, &fd)
-    if s != NULL:
-        return _run_tls(x, sock, s, fd, hv, bv, have_body, timeout)
-    return _run_object(x, sock, head, body, timeout)
+    try:
+        if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+            return _run_plain(x, sock, hv, bv, have_body, timeout)
+        s = _tls_ssl(sock, &fd)
+        if s != NULL:
+            return _run_tls(x, sock, s, fd, hv, bv, have_body, timeout)
+        return _run_object(x, sock, head, body, timeout)
+    except BaseException:
+        # A body cut short (reset, timeout, signal, bad framing) leaves nothing in out that
+        # could pass for data: the bytes it wrote there, and only those, are zeroed.
+        if x.dst_is_out and x.dst_len:
+            memset(x.dst, 0, x.dst_len)
+        raise
 
 
 cdef bint _idle_readable(object sock) except -1:
@@ -514,7 +521,9 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
 
     A 200 body goes straight into ``out`` when given (any writable C-contiguous buffer), hashed
     with SHA-256 as it arrives when ``hash_body``; a body longer than ``out`` raises
-    ``BodyTooLarge`` before anything is written past its end. Any other body comes back as
+    ``BodyTooLarge`` before anything is written past its end. When the exchange fails after
+    part of a body landed in ``out`` (a reset, a timeout, a signal, bad framing), the bytes it
+    wrote there are zeroed before the error leaves; the rest of ``out`` is not touched. Any other body comes back as
     ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
     socket (time without progress, like a socket timeout); None uses the socket's own timeout.
     On a plain socket everything after argument checks runs with the GIL released; one in
@@ -778,12 +787,8 @@ cdef class BlockGetter:
                         _run(x, sock, head, &hv, None, NULL, False, self._timeout)
                         reusable = x.keep_alive
                         break
-                    except IncompleteBody as e:
-                        if ov.len:  # nothing half-written stays behind
-                            memset(ov.buf, 0, <size_t>ov.len)
-                        return invocation, e
                     except OSError as e:  # the exchange's own errors and the socket's
-                        return invocation, e
+                        return invocation, e  # (what a cut body wrote is zeroed already)
                     finally:
                         transport.checkin(pool, conn, reusable)
                 if pair and x.dst_is_out:

@@ -619,7 +619,9 @@ def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
 
     A 200 body goes straight into ``out`` when given (any writable C-contiguous buffer), hashed
     with SHA-256 as it arrives when ``hash_body``; a body longer than ``out`` raises
-    ``BodyTooLarge`` before anything is written past its end. Any other body comes back as
+    ``BodyTooLarge`` before anything is written past its end. When the exchange fails after
+    part of a body landed in ``out`` (a reset, a timeout, a signal, bad framing), the bytes it
+    wrote there are zeroed before the error leaves; the rest of ``out`` is not touched. Any other body comes back as
     ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
     socket (time without progress, like a socket timeout); None keeps the socket's own timeout.
 
@@ -648,7 +650,12 @@ def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ConnectionClosed("the connection closed while the request was being sent",
                                    response_started=False) from exc
-        response = ex.run()
+        try:
+            response = ex.run()
+        except BaseException:
+            if ex.dst is not None and ex.dst is ex.out and ex.dst_len:
+                ex.out[:ex.dst_len] = bytes(ex.dst_len)  # nothing half-written stays behind
+            raise
     finally:
         if restore:
             try:
@@ -776,12 +783,8 @@ class BlockGetter:
                 break
             except StaleConnection:
                 continue  # closed by the server while idle, nothing sent: take another
-            except IncompleteBody as e:
-                view = _byte_view(out, "out", writable=True)
-                view[:] = bytes(len(view))  # nothing half-written stays behind
-                return invocation, e
             except OSError as e:  # the exchange's own errors and the socket's
-                return invocation, e
+                return invocation, e  # (what a cut body wrote is zeroed already)
             finally:
                 transport.checkin(pool, conn, reusable)
         headers = r.headers

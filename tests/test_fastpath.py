@@ -222,10 +222,44 @@ def test_exhausted_faults_leave_no_unverified_bytes(faulty, knob, error):
     assert out.tobytes() != d
     assert not (out[: BLOCK_SIZE // 3] == np.frombuffer(d[: BLOCK_SIZE // 3], np.uint8)).all()
     if knob != "corrupt_rate":
-        assert s.connections_accepted - accepted >= 4  # no broken connection went back
+        assert s.connections_accepted - accepted >= 4  # each retry came on a new connection
     s.set_faults(**{knob: 0.0})
     c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token, Out=out)
     assert out.tobytes() == d
+
+
+@pytest.mark.parametrize("method", ["get_snapshot_block_into", "get_snapshot_block"])
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_body_paused_half_way_is_wiped_and_its_connection_never_reused(tls, method):
+    # The server sends half a block, then pauses with the connection open before the rest.
+    # Every attempt times out; what it wrote is zeroed, and its connection is closed. Put back
+    # in the pool, such a connection would look clean (nothing more to read yet), so only the
+    # number of connections the server accepted tells.
+    with EBSServer(tls=tls) as s:
+        d = block(8)
+        snap, token = one_block_snapshot(client_for(s), d)
+        s.set_faults(body_stall_rate=1.0, stall_s=10.0, operations={"GetSnapshotBlock"})
+        attempts = 3
+        c = client_for(s, retries={"mode": "standard", "total_max_attempts": attempts},
+                       read_timeout=0.3)
+        big = np.full(BLOCK_SIZE + 9000, 0x5A, np.uint8)
+        out = big[7:]  # unaligned, and longer than a block
+        accepted = s.connections_accepted
+        with mock.patch.object(c._retry, "_sleep", lambda _: None), \
+                pytest.raises(exc.ReadTimeoutError):
+            if method == "get_snapshot_block":
+                c.get_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockToken=token)
+            else:
+                c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token,
+                                          Out=out)
+        assert s.connections_accepted - accepted == attempts
+        if method == "get_snapshot_block_into":
+            half = BLOCK_SIZE // 2  # what the server sent before pausing, all of which landed
+            assert not big[7:7 + half].any()
+            assert (big[:7] == 0x5A).all() and (big[7 + half:] == 0x5A).all()
+        s.set_faults(body_stall_rate=0.0)
+        c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token, Out=out)
+        assert out[:BLOCK_SIZE].tobytes() == d and (big[7 + BLOCK_SIZE:] == 0x5A).all()
 
 
 def test_stall_is_a_read_timeout(faulty):

@@ -413,8 +413,8 @@ def test_body_larger_than_out(http_impl, raw_server, framing):
         http_impl.exchange(sock, get("/"), out=big[100:100 + 4095])
     if framing == "length":
         assert untouched(big)  # refused from Content-Length, before any write
-    else:
-        assert bytes(big[100:3100]) == data[:3000] and untouched(big[3100:])
+    else:  # the first chunk landed, and was zeroed when the second did not fit
+        assert not big[100:3100].any() and untouched(big[:100]) and untouched(big[3100:])
 
 
 def test_other_body_bounds(http_impl, raw_server):
@@ -800,6 +800,51 @@ def test_blocking_socket_receive_slice_is_set_when_it_differs():
                     assert got == before  # within a tick of the slice: left alone
                 else:
                     assert after[0] <= got < after[1]
+
+
+class _Alarm(Exception):
+    pass
+
+
+_CHUNKED_200 = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("how", ["timeout", "blocking", "tls"])
+@pytest.mark.parametrize("script,error,landed", [
+    ([ok_head(B), block(1, 5000), 0.05, "reset"], "IncompleteBody", 5000),
+    ([ok_head(B), block(1, 1000), "close"], "IncompleteBody", 1000),
+    ([ok_head(B), block(1, 3000), 5.0], "timeout", 3000),  # stalls mid-body
+    ([ok_head(B), block(1, 3000), 5.0], "signal", 3000),  # a handler raises mid-body
+    ([_CHUNKED_200 + b"bb8\r\n" + block(1, 3000) + b"XX"], "ProtocolError", 3000),
+    ([_CHUNKED_200 + b"bb8\r\n" + block(1, 3000) + b"\r\n", "close"], "IncompleteBody",
+     3000),
+], ids=["reset", "close", "stall", "signal", "bad-framing", "chunked-close"])
+def test_a_cut_body_leaves_zeros_where_it_landed_and_nothing_else(
+        http_impl, raw_server, how, script, error, landed):
+    # Whatever ends a 200 body early, the bytes it wrote into out are zeroed before the error
+    # leaves, and the memory around them (out continues past the block) is left as it was.
+    srv = raw_server(script, tls=how == "tls")
+    big = sentinel_array(B + 9000)
+    out = big[7:7 + B + 4000]
+    sock = srv.connect(timeout=None) if how == "blocking" else srv.connect()
+    expected = {"timeout": socket.timeout, "signal": _Alarm}.get(error) or getattr(http_impl,
+                                                                                 error)
+    old = None
+    if error == "signal":
+        def alarm(signum, frame):
+            raise _Alarm()
+        old = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.4)
+    try:
+        with sock, pytest.raises(expected):
+            http_impl.exchange(sock, get("/"), out=out,
+                               timeout_s=0.4 if error == "timeout" else 10)
+    finally:
+        if old is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    assert not big[7:7 + landed].any()
+    assert untouched(big[:7]) and untouched(big[7 + landed:])
 
 
 @pytest.mark.parametrize("script,error,got", [

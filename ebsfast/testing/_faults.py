@@ -26,6 +26,9 @@ class Faults:
     #: probability of a stall of ``stall_s`` seconds before the response is sent
     stall_rate: float = 0.0
     stall_s: float = 5.0
+    #: probability that a block body pauses half-way for ``stall_s`` seconds, the connection
+    #: left open, and then goes on to its end
+    body_stall_rate: float = 0.0
     #: probability that block bytes are corrupted under a correct x-amz-Checksum
     corrupt_rate: float = 0.0
     #: requests per second allowed per operation name (per snapshot in the service):
@@ -41,7 +44,8 @@ class Faults:
     seed: int | None = None
 
     def __post_init__(self):
-        for name in ("error_rate", "reset_rate", "truncate_rate", "stall_rate", "corrupt_rate"):
+        for name in ("error_rate", "reset_rate", "truncate_rate", "stall_rate", "corrupt_rate",
+                     "body_stall_rate"):
             p = getattr(self, name)
             if not 0.0 <= float(p) <= 1.0:
                 raise ValueError(f"Faults.{name} must be a probability in [0, 1], got {p!r}")
@@ -59,8 +63,9 @@ class Faults:
 
     @property
     def body_faults(self) -> bool:
-        """Whether any knob acts on a block body (corruption, reset, truncation)."""
-        return self.corrupt_rate > 0 or self.reset_rate > 0 or self.truncate_rate > 0
+        """Whether any knob acts on a block body (corruption, reset, truncation, a pause)."""
+        return (self.corrupt_rate > 0 or self.reset_rate > 0 or self.truncate_rate > 0
+                or self.body_stall_rate > 0)
 
 
 KNOBS = frozenset(f.name for f in fields(Faults))

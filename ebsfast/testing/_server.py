@@ -689,6 +689,14 @@ class EBSServer:
                 conn.sendall(head)
                 conn.sendall(memoryview(body or store.read(block))[: BLOCK_SIZE // 2])
                 return False
+            if faults.roll("body_stall_rate", op):
+                data = memoryview(body or store.read(block))
+                conn.sendall(head)
+                conn.sendall(data[: BLOCK_SIZE // 2])
+                if self._stopping.wait(f.stall_s):
+                    return False
+                conn.sendall(data[BLOCK_SIZE // 2:])  # fails if the client gave up
+                return keep_alive
         if body is None and not isinstance(conn, ssl.SSLSocket):
             address = store.address(block)
             pipe = self._pipe() if address is not None else False
