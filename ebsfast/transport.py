@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlsplit
 import urllib3
 from urllib3 import exceptions as _u3
 from urllib3.connection import HTTPConnection
+from urllib3.util.proxy import connection_requires_http_tunnel
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
 
@@ -432,7 +433,11 @@ class Transport:
         conn = pool._get_conn()
         try:
             if conn.sock is None:
-                conn.connect()
+                if pool.proxy is not None and connection_requires_http_tunnel(
+                        pool.proxy, pool.proxy_config, pool.scheme):
+                    pool._prepare_proxy(conn)  # CONNECT through the proxy, then TLS inside
+                else:
+                    conn.connect()
             # A plain socket is left in blocking mode: the native exchange then waits in
             # each receive (bounded by its own slices and the read timeout it is given)
             # rather than in a poll before it. TLS reads go through the SSL socket's own
@@ -443,6 +448,10 @@ class Transport:
             if conn.sock.gettimeout() != timeout:  # a system call; most calls skip it
                 conn.sock.settimeout(timeout)
         except Exception as e:
+            if (pool.proxy is not None and not getattr(conn, "has_connected_to_proxy", True)
+                    and isinstance(e, (OSError, _u3.NewConnectionError, _u3.TimeoutError,
+                                       _u3.SSLError))):
+                e = _u3.ProxyError("Unable to connect to proxy", e)  # as urllib3 says it
             conn.close()
             pool._put_conn(conn)
             raise self._map_send_error(e, route, self._endpoint_base) from e

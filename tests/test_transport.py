@@ -26,7 +26,8 @@ from ebsfast.config import Config
 from ebsfast.testing import BLOCK_SIZE, EBSServer
 from ebsfast.transport import Transport, bypass_proxy, environ_proxies, mask_proxy_url
 
-FAST = Config(connect_timeout=2, read_timeout=2)
+FAST_KW = {"connect_timeout": 2, "read_timeout": 2}
+FAST = Config(**FAST_KW)
 
 
 # ------------------------------------------------------------------ helpers
@@ -661,6 +662,52 @@ def test_https_through_connect_tunnel(tls_server):
                 assert r.status == 404 and b"SNAPSHOT_NOT_FOUND" in r.data
         host = tls_server.endpoint_url.split("://")[1]
         assert [line.split(" ")[:2] for line in proxy.lines()] == [["CONNECT", host]]  # reused
+
+
+def _ebs_client(srv, **config):
+    import ebsfast
+
+    return ebsfast.client("ebs", endpoint_url=srv.endpoint_url, region_name=srv.region,
+                          aws_access_key_id=srv.access_key,
+                          aws_secret_access_key=srv.secret_key,
+                          verify=srv.ca_file if srv.tls else None, config=Config(**config))
+
+
+def test_the_native_path_goes_through_a_connect_tunnel(tls_server):
+    # Block reads and writes and list pages written and read by the native exchange, over
+    # TLS inside a CONNECT tunnel: one CONNECT, its connection kept for every call.
+    import numpy as np
+
+    data = hashlib.sha256(b"tunnel").digest() * (BLOCK_SIZE // 32)
+    with RecordingProxy() as proxy:
+        c = _ebs_client(tls_server, proxies={"https": proxy.url}, **FAST_KW)
+        snap = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+        c.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=data)
+        c.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
+        token = c.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+        out = np.zeros(BLOCK_SIZE, np.uint8)
+        c.get_snapshot_block_into(SnapshotId=snap, BlockIndex=0, BlockToken=token, Out=out)
+        assert out.tobytes() == data
+        assert c.get_snapshot_block(SnapshotId=snap, BlockIndex=0,
+                                    BlockToken=token)["BlockData"].read() == data
+        assert len(c._transport._idle) == 1  # the native path's own stack of idle connections
+        c.close()
+        host = tls_server.endpoint_url.split("://")[1]
+        assert [line.split(" ")[:2] for line in proxy.lines()] == [["CONNECT", host]]
+
+
+def test_the_native_path_names_an_unreachable_proxy(tls_server):
+    import numpy as np
+
+    url = f"http://user:secret@127.0.0.1:{free_port()}"
+    c = _ebs_client(tls_server, proxies={"https": url},
+                    retries={"mode": "standard", "total_max_attempts": 1}, **FAST_KW)
+    with pytest.raises(exc.ProxyConnectionError) as info:
+        c.get_snapshot_block_into(SnapshotId="snap-0123", BlockIndex=0, BlockToken="AAAA",
+                                  Out=np.zeros(BLOCK_SIZE, np.uint8))
+    assert "secret" not in str(info.value) and "***" in str(info.value)
+    with pytest.raises(exc.ProxyConnectionError):
+        c.list_snapshot_blocks(SnapshotId="snap-0123")
 
 
 def test_unreachable_proxy_is_proxy_connection_error(server):
