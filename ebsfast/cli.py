@@ -724,6 +724,10 @@ def _describe_one(exc: BaseException, args: argparse.Namespace | None
         url = _kw(exc, "endpoint_url") or endpoint
         return (EXIT_NETWORK, f"Timed out talking to {url}{_context(args)}.",
                 "The network or the service is slow: rerun, or rerun with fewer --workers.")
+    if isinstance(exc, ex.ChecksumMissingError):
+        return (EXIT_NETWORK, _one_line(str(exc)),
+                "The endpoint answers without the checksums EBS sends: check --endpoint-url "
+                "and any proxy between.")
     if isinstance(exc, ex.ChecksumMismatchError):
         return (EXIT_NETWORK, _one_line(str(exc)),
                 "The data was damaged in transit on every retry: check the network path "

@@ -661,10 +661,17 @@ class EBSClient:
 
     @staticmethod
     def _checksum_mismatch(params: dict, headers: dict, digest: bytes | None, length: int):
+        """None when the block's bytes hash to its x-amz-Checksum; else the error to retry
+        on, and raise once retries run out (a block without a SHA256 checksum is not
+        returned either: it could not be checked)."""
         expected = headers.get("x-amz-checksum")
         algorithm = headers.get("x-amz-checksum-algorithm", "SHA256")
         if not expected or algorithm.upper() != "SHA256" or digest is None:
-            return None
+            return _exc.ChecksumMissingError(snapshot_id=params.get("SnapshotId"),
+                                             block_index=params.get("BlockIndex"),
+                                             algorithm=headers.get("x-amz-checksum-algorithm",
+                                                                   "absent"),
+                                             length=length)
         actual = base64.b64encode(digest).decode("ascii")
         if actual == expected:
             return None

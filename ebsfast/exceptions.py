@@ -122,6 +122,13 @@ ChecksumMismatchError = _define(
     "x-amz-Checksum {expected} but the {length} bytes received hash to {actual}. The data was "
     "damaged in transit; retry the read.",
     "A block's bytes do not hash to the x-amz-Checksum the service sent with them.")
+ChecksumMissingError = _define(
+    "ChecksumMissingError", ChecksumMismatchError,
+    "Block {block_index} of {snapshot_id} came without a SHA256 x-amz-Checksum to check its "
+    "{length} bytes against (x-amz-Checksum-Algorithm: {algorithm}). EBS sends one with every "
+    "block; get_snapshot_block_into(..., VerifyChecksum=False) accepts blocks unchecked.",
+    "A block came without the SHA-256 checksum it is checked against (a ChecksumMismatchError: "
+    "retried, and never returned unchecked).")
 
 
 class ClientError(*(_peer("ClientError") or (Exception,))):
@@ -156,7 +163,7 @@ class ClientError(*(_peer("ClientError") or (Exception,))):
 
 
 __all__ = [
-    "BotoCoreError", "ChecksumMismatchError", "ClientError", "ConfigParseError",
+    "BotoCoreError", "ChecksumMismatchError", "ChecksumMissingError", "ClientError", "ConfigParseError",
     "ConnectTimeoutError", "ConnectionClosedError", "ConnectionError", "CredentialRetrievalError",
     "EbsfastError", "EndpointConnectionError", "HTTPClientError", "InvalidRegionError",
     "NoCredentialsError", "NoRegionError", "OperationNotPageableError", "PaginationError",

@@ -278,6 +278,10 @@ def test_service_errors_are_advice_with_exit_3():
     ("SSLError", {"endpoint_url": "https://x", "error": "bad"}, 5, "--ca-bundle"),
     ("HTTPClientError", {"error": "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed"}, 5,
      "--ca-bundle"),
+    ("ChecksumMismatchError", {"snapshot_id": "snap-1", "block_index": 3, "expected": "a",
+                               "actual": "b", "length": 4}, 5, "damaged in transit"),
+    ("ChecksumMissingError", {"snapshot_id": "snap-1", "block_index": 3, "algorithm": "absent",
+                              "length": 4}, 5, "without the checksums EBS sends"),
 ])
 def test_configuration_and_network_errors(name, kwargs, code, words):
     from ebsfast import exceptions

@@ -354,6 +354,41 @@ def _get_answer(data: bytes) -> bytes:
             f"x-amz-Checksum-Algorithm: SHA256\r\n\r\n").encode() + data
 
 
+@pytest.mark.parametrize("checksum_lines", [
+    "",
+    "x-amz-Checksum: {digest}\r\nx-amz-Checksum-Algorithm: CRC32\r\n",
+    "x-amz-Checksum-Algorithm: SHA256\r\n",
+], ids=["no-checksum", "other-algorithm", "algorithm-only"])
+def test_a_block_without_its_checksum_is_never_returned_as_checked(raw_server, checksum_lines):
+    data = block(78)
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    answer = (f"HTTP/1.1 200 OK\r\nx-amzn-RequestId: r1\r\nContent-Length: {len(data)}\r\n"
+              f"x-amz-Data-Length: {len(data)}\r\n{checksum_lines.format(digest=digest)}"
+              f"\r\n").encode() + data
+    srv = raw_server([answer])
+    c = ebsfast.client("ebs", endpoint_url=f"http://127.0.0.1:{srv.port}",
+                       region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
+                       aws_secret_access_key="secret",
+                       config=ebsfast.Config(retries={"mode": "standard",
+                                                      "total_max_attempts": 2}))
+    args = dict(SnapshotId="snap-0123456789abcdef0", BlockIndex=1, BlockToken="t+/=")
+    big = np.full(BLOCK_SIZE + 100, 0x5A, np.uint8)
+    with mock.patch.object(c._retry, "_sleep", lambda _: None):
+        with pytest.raises(exc.ChecksumMissingError) as info:
+            c.get_snapshot_block_into(Out=big[3:], **args)
+        assert isinstance(info.value, exc.ChecksumMismatchError)  # handled as one everywhere
+        assert "block 1 of snap-0123456789abcdef0" in str(info.value).lower()
+        assert len(srv.requests) == 2  # retried as a mismatch is
+        assert not big[3:3 + BLOCK_SIZE].any()  # the unchecked bytes were zeroed
+        assert (big[:3] == 0x5A).all() and (big[3 + BLOCK_SIZE:] == 0x5A).all()
+        with pytest.raises(exc.ChecksumMissingError):
+            c.get_snapshot_block(**args)
+    # asked for unchecked, it is given as it came
+    r = c.get_snapshot_block_into(Out=big[3:], VerifyChecksum=False, **args)
+    assert big[3:3 + BLOCK_SIZE].tobytes() == data and r["DataLength"] == BLOCK_SIZE
+    c.close()
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_connection_closed_while_idle_is_replaced_without_a_retry(raw_server, tls):
     data = block(77)
