@@ -110,7 +110,8 @@ class PageIterator:
         with millions of blocks): a :class:`ebsfast.blocklist.BlockList` for
         list_snapshot_blocks, a :class:`ebsfast.blocklist.ChangedBlockList` for
         list_changed_blocks. Pages are parsed in C straight into arrays; no per-block Python
-        object is made. ``PageSize``, ``StartingToken`` and ``MaxItems`` apply as to pages."""
+        object is made. ``PageSize``, ``StartingToken`` and ``MaxItems`` apply as to pages;
+        when ``MaxItems`` stops it early, ``resume_token`` is set as iterating would set it."""
         from . import _backend
         from .blocklist import BlockList, ChangedBlockList
 
@@ -134,6 +135,15 @@ class PageIterator:
                                       f"{page.next_token}")
             params["NextToken"] = page.next_token
         result = (BlockList if kind == "blocks" else ChangedBlockList).from_pages(pages)
+        self.resume_token = None
+        if self._max_items is not None:
+            stop = skip + self._max_items  # in the items of the pages fetched
+            if stop < total:  # cut inside the last page: resume there
+                self.resume_token = encode_token({
+                    "NextToken": params.get("NextToken"),
+                    "boto_truncate_amount": stop - (total - len(pages[-1]))})
+            elif pages[-1].next_token:
+                self.resume_token = encode_token({"NextToken": pages[-1].next_token})
         if skip or self._max_items is not None:
             stop = None if self._max_items is None else skip + self._max_items
             result = result.select(slice(skip, stop))

@@ -334,9 +334,21 @@ def test_columns_match_the_dict_pages():
         c.get_snapshot_block_into(SnapshotId=parent, BlockIndex=int(cols.indexes[3]),
                                   BlockToken=cols.tokens[3], Out=out)
         assert out.tobytes() == zero
-        some = pag.paginate(SnapshotId=parent,
-                            PaginationConfig={"PageSize": 100, "MaxItems": 130}).columns()
-        assert some.indexes.tolist() == list(range(0, 260, 2))
+        every = list(range(0, 500, 2))
+        cut = {"PageSize": 100, "MaxItems": 130}
+        it = pag.paginate(SnapshotId=parent, PaginationConfig=cut)
+        some = it.columns()
+        assert some.indexes.tolist() == every[:130]
+        # the resume token is the one iterating the dict pages leaves, and resumes where
+        # the columns stopped (inside a page, then at a page boundary)
+        dicts = pag.paginate(SnapshotId=parent, PaginationConfig=cut).build_full_result()
+        assert it.resume_token is not None and it.resume_token == dicts["NextToken"]
+        it2 = pag.paginate(SnapshotId=parent, PaginationConfig={
+            "PageSize": 100, "MaxItems": 70, "StartingToken": it.resume_token})
+        assert it2.columns().indexes.tolist() == every[130:200]
+        it3 = pag.paginate(SnapshotId=parent, PaginationConfig={
+            "PageSize": 100, "StartingToken": it2.resume_token})
+        assert it3.columns().indexes.tolist() == every[200:] and it3.resume_token is None
 
         changed = c.get_paginator("list_changed_blocks").paginate(
             FirstSnapshotId=parent, SecondSnapshotId=child,
