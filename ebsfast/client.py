@@ -267,6 +267,8 @@ class EBSClient:
         self.exceptions = ClientExceptions()
         self._host = _host_header(url)
         self._path_prefix = urlsplit(url).path.rstrip("/")
+        parts = urlsplit(url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"  # before a request's path, in errors
         self._user_agent = _user_agent(cfg, self._retry.mode)
         # The first headers of every request with none of its own (Host, User-Agent).
         self._fixed_head = f"Host: {self._host}\r\nUser-Agent: {self._user_agent}\r\n"
@@ -409,7 +411,7 @@ class EBSClient:
                     op.method, target, headers, body, out if is_get else None,
                     hash_body=is_get and verify)
             except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
-                call.sleep(self._exception_delay(call, exc))
+                call.sleep(self._exception_delay(call, exc, self._origin + target))
                 continue
             if op.payload is None:  # as botocore: no deadline for streaming uploads
                 served_date = resp_headers.get("date")
@@ -444,11 +446,17 @@ class EBSClient:
                 f"attempt={call.attempt}; max={self._retry.max_attempts}")
 
     @staticmethod
-    def _exception_delay(call, exc: Exception) -> float:
+    def _exception_delay(call, exc: Exception, url: str) -> float:
         """After an attempt that ended in ``exc`` (no usable response): the wait before the
-        next attempt, or ``exc`` raised again when there is none."""
+        next attempt, or ``exc`` raised again when there is none, naming the request's ``url``
+        where it names a URL (as botocore's do)."""
         delay = call.decide(exception=exc)
         if delay is None:
+            kwargs = getattr(exc, "kwargs", None)
+            if (isinstance(exc, _exc.EbsfastError) and kwargs
+                    and kwargs.get("endpoint_url") not in (None, url)):
+                named = type(exc)(**{**kwargs, "endpoint_url": url})
+                raise named.with_traceback(exc.__traceback__) from exc.__cause__
             raise exc
         return delay
 
@@ -556,7 +564,8 @@ class EBSClient:
                     outcome = exc
             if isinstance(outcome, BaseException):
                 exc = self._exchange_error(outcome)
-                call.sleep(self._exception_delay(call, exc))
+                call.sleep(self._exception_delay(
+                    call, exc, f"{self._origin}{path}{'?' + query if query else ''}"))
                 continue
             status, headers, data, digest, length = (
                 outcome.status, outcome.headers, outcome.body, outcome.digest,

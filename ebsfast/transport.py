@@ -448,6 +448,8 @@ class Transport:
             if conn.sock.gettimeout() != timeout:  # a system call; most calls skip it
                 conn.sock.settimeout(timeout)
         except Exception as e:
+            if isinstance(e, ssl.SSLError):  # the handshake's own error, as urllib3 names it
+                e = _u3.SSLError(e)
             if (pool.proxy is not None and not getattr(conn, "has_connected_to_proxy", True)
                     and isinstance(e, (OSError, _u3.NewConnectionError, _u3.TimeoutError,
                                        _u3.SSLError))):

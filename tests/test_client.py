@@ -514,6 +514,44 @@ def test_connection_refused():
         c.list_snapshot_blocks(SnapshotId="snap-1")
 
 
+def _raised(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - compared below
+        return e
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize("case", ["refused", "untrusted-certificate", "read-timeout"])
+def test_transport_errors_match_boto3(case):
+    # The same class and message as botocore's (the message naming the request's URL), after
+    # the same number of attempts.
+    faults = Faults(stall_rate=1.0, stall_s=3.0) if case == "read-timeout" else None
+    with EBSServer(tls=case == "untrusted-certificate", faults=faults) as s:
+        url = f"http://127.0.0.1:{unused_port()}" if case == "refused" else s.endpoint_url
+        kw = dict(endpoint_url=url, region_name=s.region, aws_access_key_id=s.access_key,
+                  aws_secret_access_key=s.secret_key)  # verify left on: the CA is unknown
+        cfg = dict(retries={"mode": "standard", "total_max_attempts": 2}, read_timeout=0.3)
+        ours = ebsfast.client("ebs", config=ebsfast.Config(**cfg), **kw)
+        theirs = boto3.client("ebs", config=botocore.config.Config(**cfg), **kw)
+        calls = {"list": lambda c: c.list_snapshot_blocks(SnapshotId="snap-0123456789abcdef0",
+                                                          MaxResults=100),
+                 "get": lambda c: c.get_snapshot_block(SnapshotId="snap-0123456789abcdef0",
+                                                       BlockIndex=3, BlockToken="AAAB+/=")}
+        for name, call in calls.items():
+            with mock.patch("time.sleep"):
+                before = s.connections_accepted
+                mine = _raised(lambda: call(ours))
+                mine_conns = s.connections_accepted - before
+                before = s.connections_accepted
+                peer = _raised(lambda: call(theirs))
+                peer_conns = s.connections_accepted - before
+            assert isinstance(mine, type(peer)), (name, mine, peer)
+            assert str(mine) == str(peer), name
+            assert mine_conns == peer_conns, name
+        ours.close()
+
+
 # -- threads, logs and secrets ---------------------------------------------------------------
 
 def test_one_client_many_threads(server, ours, snapshot):
