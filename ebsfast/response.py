@@ -1,7 +1,7 @@
 """StreamingBody: what ``get_snapshot_block`` returns as ``BlockData``.
 
-The same interface as botocore's StreamingBody (``read(amt)``, ``readinto``, ``iter_chunks``,
-``iter_lines``, iteration, ``close``, context manager, ``tell``). The client hands it a block
+The same interface as botocore's StreamingBody (``read(amt)``, ``readinto``, ``readline``,
+``readlines``, ``iter_chunks``, ``iter_lines``, iteration, ``close``, context manager, ``tell``). The client hands it a block
 it has already received whole and checked against ``x-amz-Checksum`` (a mismatch is retried
 before the call returns), so every byte read from it is verified data.
 """
@@ -20,6 +20,7 @@ class StreamingBody(io.RawIOBase):
         super().__init__()
         self._view = memoryview(data).cast("B")
         self._pos = 0
+        self._lines_in = None  # what readline() searches for line ends, made on first use
         self._content_length = len(self._view) if content_length is None else content_length
 
     # -- io.RawIOBase ---------------------------------------------------------------------
@@ -50,9 +51,45 @@ class StreamingBody(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def readline(self, size: int | None = -1) -> bytes:
+        """The next line, with its b"\\n" (at most ``size`` bytes)."""
+        self._check_open()
+        end = len(self._view)
+        if size is not None and size >= 0:
+            end = min(end, self._pos + size)
+        found = self._line_source().find(b"\n", self._pos, end)
+        stop = end if found < 0 else found + 1
+        out = self._view[self._pos:stop].tobytes()
+        self._pos = stop
+        return out
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """The remaining lines, each with its b"\\n" (as botocore's, which reads them from
+        the stream: not the 1 KiB chunks iteration gives); stops once ``hint`` bytes are in."""
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def _line_source(self):
+        source = self._lines_in
+        if source is None:
+            obj = self._view.obj
+            source = (obj if isinstance(obj, (bytes, bytearray)) and len(obj) == len(self._view)
+                      else self._view.tobytes())
+            self._lines_in = source
+        return source
+
     def close(self) -> None:
         if not self.closed:
             self._view.release()
+            self._lines_in = None
         super().close()
 
     def _check_open(self) -> None:

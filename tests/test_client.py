@@ -371,6 +371,38 @@ def test_streaming_body_interface(server, ours, snapshot):
         body.read()
 
 
+def test_streaming_body_lines_match_boto3(server, ours, theirs):
+    # lines of a block read as botocore's body reads them: readline, readlines (with a hint),
+    # after a partial read, and the last piece without its line end
+    data = (b"line one\nsecond, longer line\n\n" * 20000)[:BLOCK_SIZE - 5] + b"tail!"
+    snap = ours.start_snapshot(VolumeSize=1)["SnapshotId"]
+    ours.put_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockData=data)
+    ours.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)
+    token = ours.list_snapshot_blocks(SnapshotId=snap)["Blocks"][0]["BlockToken"]
+
+    def lines(c):
+        got = []
+        for steps in (["readlines"], ["read7", "readline", "readline4", "readlines"]):
+            body = c.get_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockToken=token)[
+                "BlockData"]
+            for step in steps:
+                if step == "readlines":
+                    got.append(body.readlines())
+                elif step == "read7":
+                    got.append(body.read(7))
+                elif step == "readline":
+                    got.append(body.readline())
+                else:
+                    got.append(body.readline(4))
+        return got
+
+    mine, peer = lines(ours), lines(theirs)
+    assert mine == peer
+    assert b"".join(mine[0]) == data and mine[0][-1].endswith(b"tail!")  # no line end
+    body = ours.get_snapshot_block(SnapshotId=snap, BlockIndex=0, BlockToken=token)["BlockData"]
+    assert body.readlines(20) == [b"line one\n", b"second, longer line\n"]  # io's hint
+
+
 # -- paginators -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
