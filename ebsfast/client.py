@@ -64,8 +64,45 @@ class ServiceModel:
     def error_shapes(self) -> list[str]:
         return sorted(model.ERRORS)
 
+    def operation_model(self, operation_name: str) -> "OperationModel":
+        op = model.OPERATIONS.get(operation_name)
+        if op is None:
+            raise KeyError(f"no operation {operation_name!r} in ebs; "
+                           f"operations: {', '.join(sorted(model.OPERATIONS))}")
+        return OperationModel(op, self)
+
     def __repr__(self) -> str:
         return "ServiceModel(ebs)"
+
+
+class _ErrorShape:
+    """An error of an operation, by name (as botocore's shapes are read: ``.name``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<ErrorShape({self.name})>"
+
+
+class OperationModel:
+    """What boto3 code reads from ``service_model.operation_model(name)``: the name, the
+    HTTP binding, the modeled errors."""
+
+    def __init__(self, op: model.Operation, service_model: ServiceModel):
+        self.name = op.name
+        self.service_model = service_model
+        self.http = {"method": op.method, "requestUri": op.uri}
+        if op.status != 200:  # the model names the code only where it is not 200
+            self.http["responseCode"] = op.status
+        self.has_streaming_input = op.payload is not None
+        self.has_streaming_output = op.name == "GetSnapshotBlock"
+        self.error_shapes = [_ErrorShape(name) for name in op.errors]
+
+    def __repr__(self) -> str:
+        return f"OperationModel(name={self.name})"
 
 
 class ClientMeta:
@@ -107,7 +144,9 @@ class ClientExceptions:
         return _MODELED.get(error_code, _exc.ClientError)
 
 
-def _user_agent(config: Config, retry_mode: str) -> str:
+def _user_agent(config: Config, retry_mode: str, app_id: str | None = None) -> str:
+    """``app_id``: the application id from the environment or profile, used when ``config``
+    names none (``user_agent_appid`` first, as botocore)."""
     if config.user_agent:
         base = config.user_agent
     else:
@@ -115,8 +154,9 @@ def _user_agent(config: Config, retry_mode: str) -> str:
                 f"{platform.release()} md/arch#{platform.machine().lower()} lang/python#"
                 f"{platform.python_version()} md/pyimpl#{platform.python_implementation()} "
                 f"cfg/retry-mode#{retry_mode}")
-    if config.user_agent_appid:
-        base += f" app/{config.user_agent_appid}"
+    app_id = config.user_agent_appid or app_id
+    if app_id:
+        base += f" app/{app_id}"
     if config.user_agent_extra:
         base += f" {config.user_agent_extra}"
     return base
@@ -263,13 +303,25 @@ class EBSClient:
             partition = partition_for_region(self._signing_region).name
         except Exception:  # noqa: BLE001 - an unknown region still has an endpoint_url
             partition = "aws"
-        self.meta = ClientMeta(region, url, cfg, partition)
+        app_id = (cfg.user_agent_appid or env.get("AWS_SDK_UA_APP_ID")
+                  or self._profile.get("sdk_ua_app_id"))
+        self._user_agent = _user_agent(cfg, self._retry.mode, app_id)
+        # meta.config holds what was resolved, as botocore's does: the region in use, the
+        # signature version, the retry mode when none was given, the User-Agent's base
+        resolved = {"region_name": region,
+                    "user_agent": _user_agent(Config(user_agent=cfg.user_agent),
+                                              self._retry.mode),  # without app id and extra
+                    "signature_version": cfg.signature_version or "v4"}
+        if app_id:
+            resolved["user_agent_appid"] = app_id
+        if cfg.retries is None:
+            resolved["retries"] = {"mode": self._retry.mode}
+        self.meta = ClientMeta(region, url, cfg.merge(Config(**resolved)), partition)
         self.exceptions = ClientExceptions()
         self._host = _host_header(url)
         self._path_prefix = urlsplit(url).path.rstrip("/")
         parts = urlsplit(url)
         self._origin = f"{parts.scheme}://{parts.netloc}"  # before a request's path, in errors
-        self._user_agent = _user_agent(cfg, self._retry.mode)
         # The first headers of every request with none of its own (Host, User-Agent).
         self._fixed_head = f"Host: {self._host}\r\nUser-Agent: {self._user_agent}\r\n"
         self._validate = cfg.parameter_validation is not False

@@ -276,6 +276,39 @@ def test_client_surface(server, ours, theirs):
     with pytest.raises(exc.UnknownServiceError):
         ebsfast.client("s3")
     assert server.secret_key not in repr(ours)
+    for name in theirs.meta.service_model.operation_names:
+        mine = ours.meta.service_model.operation_model(name)
+        peer = theirs.meta.service_model.operation_model(name)
+        assert (mine.name, mine.http) == (peer.name, dict(peer.http))
+        assert mine.has_streaming_input == peer.has_streaming_input
+        assert mine.has_streaming_output == peer.has_streaming_output
+        assert sorted(e.name for e in mine.error_shapes) == sorted(
+            e.name for e in peer.error_shapes)
+
+
+@pytest.mark.parametrize("given", [{}, {"region_name": "eu-west-1", "retries": {
+    "max_attempts": 2}, "connect_timeout": 5, "user_agent_appid": "app1"}])
+def test_meta_config_holds_what_was_resolved(server, given, monkeypatch):
+    # the region argument wins over the Config's, the retry mode and signature version are
+    # filled in, the User-Agent is the one sent: as botocore's meta.config
+    monkeypatch.setenv("AWS_SDK_UA_APP_ID", "from-env")
+    ours = ebsfast.client("ebs", config=ebsfast.Config(**given), **kwargs_for(server))
+    theirs = boto3.client("ebs", config=botocore.config.Config(**given), **kwargs_for(server))
+    for name in ("region_name", "retries", "signature_version", "connect_timeout",
+                 "user_agent_appid", "read_timeout", "max_pool_connections"):
+        assert getattr(ours.meta.config, name) == getattr(theirs.meta.config, name), name
+    # the User-Agent sent (with the application id, from the Config or the environment) is
+    # meta.config's and more, and a client made from meta.config sends the same one
+    app = given.get("user_agent_appid", "from-env")
+    before = len(server.requests)
+    ours.start_snapshot(VolumeSize=1)
+    again = ebsfast.client("ebs", config=ours.meta.config, **kwargs_for(server))
+    again.start_snapshot(VolumeSize=1)
+    sent = [dict(r["headers"])["User-Agent"] for r in server.requests[before:before + 2]]
+    assert sent[0] == sent[1] and f" app/{app}" in sent[0]
+    assert sent[0].startswith(ours.meta.config.user_agent)
+    ours.close()
+    again.close()
 
 
 def test_no_region_is_an_error(monkeypatch, tmp_path):
