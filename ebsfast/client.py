@@ -465,8 +465,9 @@ class EBSClient:
             except (_exc.HTTPClientError, _exc.ConnectionError) as exc:
                 call.sleep(self._exception_delay(call, exc, self._origin + target))
                 continue
-            if op.payload is None:  # as botocore: no deadline for streaming uploads
-                served_date = resp_headers.get("date")
+            # botocore means to leave the ttl off retried uploads, but looks for the flag where
+            # it is never set and sends one for every operation: so does ebsfast
+            served_date = resp_headers.get("date")
             if status >= 300:
                 call.sleep(self._error_delay(op, call, status, resp_headers, data))
                 continue

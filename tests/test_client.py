@@ -666,9 +666,15 @@ def test_retry_mode_headers_match_boto3(server, snapshot, mode):
     assert normalize_response(a) == normalize_response(b)
 
 
-def test_retried_requests_match_boto3(snapshot):
-    """The retry headers of a retried call, with the server failing every first attempt."""
+@pytest.mark.parametrize("operation", ["start_snapshot", "put_snapshot_block"])
+def test_retried_requests_match_boto3(snapshot, operation):
+    """The retry headers of a retried call, with the server failing every first attempt
+    (an upload's retries carry a ttl too, as botocore's do)."""
+    data = block(9)
     with EBSServer(record_requests=True, faults=Faults(error_rate=0.5, seed=11)) as s:
+        s.set_faults(error_rate=0.0)
+        snap = boto3.client("ebs", **kwargs_for(s)).start_snapshot(VolumeSize=1)["SnapshotId"]
+        s.set_faults(error_rate=0.5)
         cfgs = [ebsfast.Config(retries={"mode": "standard", "max_attempts": 6}),
                 botocore.config.Config(retries={"mode": "standard", "max_attempts": 6})]
         views = []
@@ -678,7 +684,12 @@ def test_retried_requests_match_boto3(snapshot):
             with mock.patch("time.sleep"), mock.patch.object(
                     getattr(c, "_retry", None) or mock.Mock(), "_sleep", lambda _: None):
                 before = len(s.requests)
-                r = c.start_snapshot(VolumeSize=1, ClientToken="fixed-token")
+                if operation == "start_snapshot":
+                    r = c.start_snapshot(VolumeSize=1, ClientToken="fixed-token")
+                else:
+                    r = c.put_snapshot_block(SnapshotId=snap, BlockIndex=1, BlockData=data,
+                                             DataLength=len(data), Checksum=b64sha(data),
+                                             ChecksumAlgorithm="SHA256")
             views.append(([request_view(x)["headers"]["amz-sdk-request"]
                            for x in s.requests[before:]], r["ResponseMetadata"]["RetryAttempts"]))
         assert views[0] == views[1]
