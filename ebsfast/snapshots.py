@@ -27,9 +27,10 @@ download (to a path)
     and blocks the snapshot lacks, stay holes) and journals each block written with its
     SHA-256 in ``<dest>.partial.state``. Interrupted (Ctrl-C, kill, crash, full disk), the same
     call again continues: it hashes every journaled block in the ``.partial`` and fetches again
-    the ones that do not match, then the rest. Only when every block is in and verified is the
-    file fsynced and renamed to ``dest``, so ``dest`` never names an incomplete image (an
-    existing ``dest`` is replaced only then). The manifest ``<dest>.manifest.json`` (format in
+    the ones that do not match, then the rest; bytes found where the snapshot has no block
+    are zeroed. Only when every block is in and verified is the file fsynced and renamed to
+    ``dest``, so ``dest`` never names an incomplete image (an existing ``dest`` is replaced
+    only then). The manifest ``<dest>.manifest.json`` (format in
     :mod:`ebsfast.manifest`) is written just before the rename. On a block device the blocks
     are written in place (zeros too: a device is not sparse), with no journal. To a numpy array
     or mmap, blocks go straight from the socket into the buffer; the ranges of blocks the
@@ -261,10 +262,14 @@ def _advice(exc: BaseException, again: str) -> str:
     return f"The service or the network kept failing; {again}."
 
 
-def _job_error(what: str, snapshot_id: str, again: str):
+def _job_error(what: str, snapshot_id: str, again: str, indexes: np.ndarray | None = None):
+    """The ``on_error`` of a job's pool. Its items are block indexes, or, given ``indexes``,
+    positions in that array of block indexes: the error names the block either way."""
     def make(item: Any, exc: BaseException) -> SnapshotError:
         index = item[0] if isinstance(item, tuple) else item
         index = int(index) if isinstance(index, (int, np.integer)) else None
+        if index is not None and indexes is not None:
+            index = int(indexes[index]) if 0 <= index < len(indexes) else None
         where = f" at block {index}" if index is not None else ""
         return SnapshotError(f"{what} of {snapshot_id} failed{where}: {_reason(exc)}.",
                              snapshot_id=snapshot_id, block_index=index,
@@ -501,9 +506,11 @@ def _download_to_file(client, snapshot_id, path, n_workers, progress, page_size,
         recorded = Journal.read(state_path, ident)
         resumed = redone = 0
         good: dict[int, bytes] = {}
-        if recorded is not None and os.fstat(fd).st_size == nbytes:
+        resuming = recorded is not None and os.fstat(fd).st_size == nbytes
+        if resuming:
             good, redone = _recheck(fd, nbytes, blocks, recorded, digests, have)
             resumed = len(good)
+            _clear_unlisted(fd, nbytes, blocks)
         else:
             # A fresh start: any old bytes must go, or they would hide behind the holes.
             os.ftruncate(fd, 0)
@@ -528,7 +535,11 @@ def _download_to_file(client, snapshot_id, path, n_workers, progress, page_size,
             index = int(blocks.indexes[pos])
             d = _fetch(client, snapshot_id, index, blocks.tokens[pos], buf)
             if d == ZERO_DIGEST:
-                zero[0] += 1  # the .partial is a hole there already
+                zero[0] += 1
+                # A fresh .partial is a hole there already; a resumed one may hold bytes
+                # (a block that failed its check, say).
+                if resuming and _holds_data(fd, buf, index * BLOCK_SIZE):
+                    zero_range(fd, index * BLOCK_SIZE, BLOCK_SIZE)
             else:
                 pwrite_all(fd, buf, index * BLOCK_SIZE)
             digests[pos] = np.frombuffer(d, dtype=np.uint8)
@@ -538,7 +549,8 @@ def _download_to_file(client, snapshot_id, path, n_workers, progress, page_size,
         pool = BlockPool(n_workers)
         stats = pool.run(todo.tolist(), work, scratch=_new_block,
                          on_error=_job_error("download", snapshot_id,
-                                             "run the same download again to resume"))
+                                             "run the same download again to resume",
+                                             blocks.indexes))
         prog.finish()
         if fsync:
             os.fsync(fd)
@@ -595,6 +607,30 @@ def _recheck(fd: int, nbytes: int, blocks: BlockList, recorded: dict[int, bytes]
     return good, redone
 
 
+def _holds_data(fd: int, buf: np.ndarray, offset: int) -> bool:
+    """Whether the block at ``offset`` of the file has a non-zero byte (read into ``buf``)."""
+    n = os.preadv(fd, [buf], offset)
+    return bool(buf[:n].any())
+
+
+def _clear_unlisted(fd: int, nbytes: int, blocks: BlockList) -> None:
+    """Zero the blocks of a resumed .partial that the snapshot lacks but that hold bytes:
+    nothing fetches them, so they must read as zeros before the image is complete. Only the
+    file's data extents are read, so the holes a download leaves there cost nothing."""
+    mm, data = map_file(fd, nbytes)
+    try:
+        found = _unlisted_data(fd, data, nbytes, blocks.indexes)
+    finally:
+        del data
+        if mm is not None:
+            mm.close()
+    for lo, hi in _index_runs(np.asarray(found, dtype=np.int64)):
+        zero_range(fd, lo * BLOCK_SIZE, (hi - lo) * BLOCK_SIZE)
+    if found:
+        logger.info("%d blocks the snapshot lacks held bytes in the .partial: zeroed",
+                    len(found))
+
+
 def _download_to_device(client, snapshot_id, path, n_workers, progress, page_size, t0, fsync):
     fd = _open_or_explain(path, os.O_WRONLY, snapshot_id, "open")
     try:
@@ -623,7 +659,8 @@ def _download_to_device(client, snapshot_id, path, n_workers, progress, page_siz
 
         stats = BlockPool(n_workers).run(range(n), work, scratch=_new_block,
                                          on_error=_job_error("download", snapshot_id,
-                                                             "run the download again"))
+                                                             "run the download again",
+                                                             blocks.indexes))
         prog.finish()
         if fsync:
             os.fsync(fd)
@@ -669,7 +706,8 @@ def _download_to_buffer(client, snapshot_id, view, n_workers, progress, page_siz
 
     stats = BlockPool(n_workers).run(range(n), work,
                                      on_error=_job_error("download", snapshot_id,
-                                                         "run the download again"))
+                                                         "run the download again",
+                                                         blocks.indexes))
     prog.finish()
     seconds = time.monotonic() - t0
     bps, mbps = _rates(n, n * BLOCK_SIZE, seconds)
@@ -742,13 +780,17 @@ def _upload(client, src, parent_id, parent_man, description, tags, encrypted, km
     if size == 0 and volume_size is None:
         raise ValueError("the source is empty; pass volume_size= for an empty snapshot")
     # Which blocks the parent holds (indexes), and, with its manifest, their digests.
+    # The parent's volume size too: the new volume may not be smaller.
     if parent_man is not None:
         parent_idx = parent_man.indexes
+        parent_gib = int(parent_man.volume_size)
     elif parent_id is not None:
-        parent_idx = list_blocks(client, parent_id, workers=n_workers).indexes
+        parent_blocks = list_blocks(client, parent_id, workers=n_workers)
+        parent_idx = parent_blocks.indexes
+        parent_gib = int(parent_blocks.volume_size or 0)
     else:
         parent_idx = np.empty(0, dtype=np.int64)
-    parent_gib = parent_man.volume_size if parent_man is not None else 0
+        parent_gib = 0
     if volume_size is None:
         volume_size = max(1, -(-size // GIB), parent_gib)
     if volume_size * GIB < size:
@@ -947,7 +989,8 @@ def apply(client: Any, image: Any, first_snapshot_id: str, second_snapshot_id: s
         stats = BlockPool(n_workers).run(range(n), work, scratch=_new_block,
                                          on_error=_job_error(
                                              "apply", second_snapshot_id,
-                                             "run the same apply again to finish it"))
+                                             "run the same apply again to finish it",
+                                             changes.indexes))
         prog.finish()
         if fsync:
             os.fsync(fd)
@@ -999,7 +1042,8 @@ def verify(client: Any, snapshot_id: str, image: Any = None, *, workers: int | N
 
     stats = BlockPool(n_workers).run(range(n), work, scratch=_new_block,
                                      on_error=_job_error("verify", snapshot_id,
-                                                         "run the verify again"))
+                                                         "run the verify again",
+                                                         blocks.indexes))
     prog.finish()
     bad = blocks.indexes[~read_ok].tolist()
     mismatched: list = []

@@ -264,6 +264,51 @@ def test_interrupted_download_resumes_and_rechecks(client, uploaded, image, tmp_
     assert not os.path.exists(dest + ".partial")
 
 
+def interrupted_at_the_end(client, snap_id: str, img: np.ndarray, dest: str) -> None:
+    """``dest.partial`` and its journal as a download leaves them when stopped just before
+    the rename: every block in and journaled."""
+    from ebsfast._snapshots_io import Journal
+
+    snapshots.download(client, snap_id, dest)
+    os.replace(dest, dest + ".partial")
+    ident = {"snapshot_id": snap_id, "volume_bytes": GIB, "block_size": BLOCK_SIZE}
+    Journal.create(dest + ".partial.state", ident,
+                   {i: block_digest(img, i) for i in range(N_FULL + 1)}).close()
+
+
+def test_resume_zeroes_a_zero_block_that_failed_its_check(client, uploaded, image, tmp_path):
+    path, img = image
+    dest = str(tmp_path / "rz.img")
+    interrupted_at_the_end(client, uploaded.snapshot_id, img, dest)
+    with open(dest + ".partial", "r+b") as f:
+        f.seek(6 * BLOCK_SIZE + 100)  # block 6 is zeros in the snapshot
+        f.write(b"stray")
+    r = snapshots.download(client, uploaded.snapshot_id, dest)
+    assert r.blocks_redone == 1 and r.blocks_fetched == 1 and r.blocks_zero == 1
+    with open(dest, "rb") as f:
+        f.seek(6 * BLOCK_SIZE)
+        assert f.read(BLOCK_SIZE) == bytes(BLOCK_SIZE)
+    assert snapshots.verify(client, uploaded.snapshot_id, image=dest).ok
+
+
+def test_resume_clears_bytes_where_the_snapshot_has_no_block(client, uploaded, image,
+                                                             tmp_path):
+    path, img = image
+    dest = str(tmp_path / "ru.img")
+    interrupted_at_the_end(client, uploaded.snapshot_id, img, dest)
+    with open(dest + ".partial", "r+b") as f:
+        for i in (49, 700, 701):  # the snapshot has no such blocks
+            f.seek(i * BLOCK_SIZE + 9)
+            f.write(b"stray")
+    r = snapshots.download(client, uploaded.snapshot_id, dest)
+    assert r.blocks_resumed == N_FULL + 1 and r.blocks_fetched == 0
+    with open(dest, "rb") as f:
+        for i in (49, 700, 701):
+            f.seek(i * BLOCK_SIZE)
+            assert f.read(BLOCK_SIZE) == bytes(BLOCK_SIZE)
+    assert snapshots.verify(client, uploaded.snapshot_id, image=dest).ok
+
+
 def test_state_of_another_snapshot_is_not_reused(client, uploaded, image, tmp_path):
     path, img = image
     other = snapshots.upload(client, img[:3 * BLOCK_SIZE], write_manifest=False)
@@ -326,6 +371,44 @@ def test_a_failing_block_stops_the_job_promptly(image, tmp_path):
         assert not os.path.exists(dest)
 
 
+def test_errors_name_the_block_not_its_position(tmp_path, monkeypatch):
+    # blocks at 1000, 1500 and 1900 only: the first item of every job is at position 0
+    with EBSServer() as s:
+        c = client_for(s)
+        parent = c.start_snapshot(VolumeSize=1)["SnapshotId"]
+        for i in (1000, 1500, 1900):
+            c.put_snapshot_block(SnapshotId=parent, BlockIndex=i,
+                                 BlockData=np.full(BLOCK_SIZE, 3, np.uint8))
+        c.complete_snapshot(SnapshotId=parent, ChangedBlocksCount=3)
+        child = c.start_snapshot(VolumeSize=1, ParentSnapshotId=parent)["SnapshotId"]
+        c.put_snapshot_block(SnapshotId=child, BlockIndex=1700,
+                             BlockData=np.full(BLOCK_SIZE, 4, np.uint8))
+        c.complete_snapshot(SnapshotId=child, ChangedBlocksCount=1)
+        base = str(tmp_path / "base.img")
+        snapshots.download(c, parent, base)
+        device = str(tmp_path / "device")
+        with open(device, "wb") as f:
+            f.truncate(GIB)
+        # a regular file standing in for a device; its unlisted ranges need no zeroing here
+        monkeypatch.setattr(snapshots, "is_device", lambda p: p == device)
+        monkeypatch.setattr(snapshots, "zero_range", lambda *a, **k: None)
+        s.set_faults(block_token_ttl_s=0)  # every block read fails, and is not retried
+        jobs = [
+            ("download", parent, 1000,
+             lambda: snapshots.download(c, parent, str(tmp_path / "x.img"), workers=1)),
+            ("download", parent, 1000, lambda: snapshots.download(c, parent, device, workers=1)),
+            ("download", parent, 1000,
+             lambda: snapshots.download(c, parent, np.zeros(GIB, np.uint8), workers=1)),
+            ("apply", child, 1700, lambda: snapshots.apply(c, base, parent, child, workers=1)),
+            ("verify", parent, 1000, lambda: snapshots.verify(c, parent, workers=1)),
+        ]
+        for what, snap, index, job in jobs:
+            with pytest.raises(SnapshotError) as e:
+                job()
+            assert e.value.block_index == index, what
+            assert f"{what} of {snap} failed at block {index}:" in e.value.message
+
+
 def test_listing_errors_are_snapshot_errors(client, tmp_path):
     with pytest.raises(SnapshotError, match="ResourceNotFound"):
         snapshots.download(client, "snap-0123456789abcdef0", str(tmp_path / "x.img"))
@@ -373,6 +456,15 @@ def test_incremental_upload_refuses_another_snapshots_manifest(client, uploaded,
     other = Manifest("snap-00000000000000001", 1)
     with pytest.raises(ManifestError, match="not of the parent"):
         snapshots.upload(client, img, parent_snapshot_id=uploaded.snapshot_id, manifest=other)
+
+
+def test_incremental_upload_without_the_manifest_keeps_the_parents_volume_size(client, image):
+    path, img = image
+    parent = snapshots.upload(client, img[:BLOCK_SIZE], volume_size=2, write_manifest=False)
+    assert parent.volume_size == 2
+    child = snapshots.upload(client, img[:2 * BLOCK_SIZE], parent_snapshot_id=parent.snapshot_id,
+                             write_manifest=False)
+    assert child.status == "completed" and child.volume_size == 2
 
 
 def test_apply_brings_an_image_up_to_date(server, client, image, tmp_path):
