@@ -523,9 +523,10 @@ def exchange(sock, head, body=None, out=None, *, timeout_s=None, hash_body=True,
     with SHA-256 as it arrives when ``hash_body``; a body longer than ``out`` raises
     ``BodyTooLarge`` before anything is written past its end. When the exchange fails after
     part of a body landed in ``out`` (a reset, a timeout, a signal, bad framing), the bytes it
-    wrote there are zeroed before the error leaves; the rest of ``out`` is not touched. Any other body comes back as
-    ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
-    socket (time without progress, like a socket timeout); None uses the socket's own timeout.
+    wrote there are zeroed before the error leaves; the rest of ``out`` is not touched. Any
+    other body comes back as ``Response.body`` (at most ``max_other_body`` bytes).
+    ``timeout_s`` bounds each wait for the socket (time without progress, like a socket
+    timeout); None uses the socket's own timeout.
     On a plain socket everything after argument checks runs with the GIL released; one in
     blocking mode (no timeout of its own) is read with receives that wait in the kernel, in
     slices of at most 250 ms set as its SO_RCVTIMEO (which stays set), so that ``timeout_s``
@@ -649,7 +650,7 @@ cdef bytes _block_head(str request_line, str amz_date, object session_token,
     session = f"X-Amz-Security-Token: {session_token}\r\n" if session_token else ""
     return (f"{request_line}X-Amz-Date: {amz_date}\r\n{session}"
             f"Authorization: {authorization}\r\namz-sdk-invocation-id: {invocation}\r\n"
-            f"amz-sdk-request: {sdk_request}\r\nAccept-Encoding: identity\r\n\r\n"
+            f"amz-sdk-request: {sdk_request}\r\n\r\n"
             ).encode("latin-1")
 
 
@@ -714,7 +715,8 @@ cdef class BlockGetter:
         raise TypeError("a BlockGetter holds a client's connections and signing")
 
     cpdef tuple request_line(self, snapshot_id, block_index, block_token):
-        """``(path, query, request line with the Host and User-Agent lines)`` (see the twin)."""
+        """``(path, query, request line with the Host, Accept-Encoding and User-Agent
+        lines)`` (see the twin)."""
         path = (f"{self._path_prefix}/snapshots/{_uri_encode(snapshot_id)}/blocks/"
                 f"{block_index}")
         query = "blockToken=" + _uri_encode(block_token)

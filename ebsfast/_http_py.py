@@ -621,9 +621,10 @@ def exchange(sock: Any, head: Any, body: Any = None, out: Any = None, *,
     with SHA-256 as it arrives when ``hash_body``; a body longer than ``out`` raises
     ``BodyTooLarge`` before anything is written past its end. When the exchange fails after
     part of a body landed in ``out`` (a reset, a timeout, a signal, bad framing), the bytes it
-    wrote there are zeroed before the error leaves; the rest of ``out`` is not touched. Any other body comes back as
-    ``Response.body`` (at most ``max_other_body`` bytes). ``timeout_s`` bounds each wait for the
-    socket (time without progress, like a socket timeout); None keeps the socket's own timeout.
+    wrote there are zeroed before the error leaves; the rest of ``out`` is not touched. Any
+    other body comes back as ``Response.body`` (at most ``max_other_body`` bytes).
+    ``timeout_s`` bounds each wait for the socket (time without progress, like a socket
+    timeout); None keeps the socket's own timeout.
 
     ``lower_headers``: ``Response.headers`` is the dict :func:`lower_fields` makes rather than
     the list of ``(name, value)`` pairs. ``idle_check``: first look whether the connection (a
@@ -685,11 +686,12 @@ def invocation_id() -> str:
 def block_head(request_line: str, amz_date: str, session_token: str | None,
                authorization: str, invocation: str, sdk_request: str) -> bytes:
     """The head of a GetSnapshotBlock request: ``request_line`` (the request line, then the
-    Host and User-Agent lines), then the headers botocore sends after them, in its order."""
+    Host, Accept-Encoding and User-Agent lines), then the headers botocore sends after them,
+    in its order."""
     session = f"X-Amz-Security-Token: {session_token}\r\n" if session_token else ""
     return (f"{request_line}X-Amz-Date: {amz_date}\r\n{session}"
             f"Authorization: {authorization}\r\namz-sdk-invocation-id: {invocation}\r\n"
-            f"amz-sdk-request: {sdk_request}\r\nAccept-Encoding: identity\r\n\r\n"
+            f"amz-sdk-request: {sdk_request}\r\n\r\n"
             ).encode("latin-1")
 
 
@@ -701,9 +703,10 @@ class BlockGetter:
     ``transport`` lends connections (``checkout()`` gives ``(pool, connection, was_idle)``,
     ``checkin(pool, connection, reusable)`` takes them back); ``signing()`` gives the current
     ``(PreparedRequest for GET with no payload, session token or None)``; ``fixed_head`` is the
-    Host and User-Agent lines; ``on_success`` (or None) runs after a block is returned, for the
-    retry quota. ``min_snapshot_id``, ``min_block_index`` and ``min_block_token`` (None: no
-    limit) are the model's minimums, checked as the client's quick validation does.
+    Host, Accept-Encoding and User-Agent lines; ``on_success`` (or None) runs after a block is
+    returned, for the retry quota. ``min_snapshot_id``, ``min_block_index`` and
+    ``min_block_token`` (None: no limit) are the model's minimums, checked as the client's
+    quick validation does.
     """
 
     __slots__ = ("_fixed_head", "_max_other", "_min_block_index", "_min_block_token",
@@ -731,8 +734,8 @@ class BlockGetter:
 
     def request_line(self, snapshot_id: str, block_index: int,
                      block_token: str) -> tuple[str, str, str]:
-        """``(path, query, request line with the Host and User-Agent lines)``: the URI as
-        botocore serializes it (``percent_encode`` of each member)."""
+        """``(path, query, request line with the Host, Accept-Encoding and User-Agent
+        lines)``: the URI as botocore serializes it (``percent_encode`` of each member)."""
         path = (f"{self._path_prefix}/snapshots/{uri_encode(snapshot_id)}/blocks/"
                 f"{block_index}")
         query = "blockToken=" + uri_encode(block_token)

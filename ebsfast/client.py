@@ -323,7 +323,8 @@ class EBSClient:
         parts = urlsplit(url)
         self._origin = f"{parts.scheme}://{parts.netloc}"  # before a request's path, in errors
         # The first headers of every request with none of its own (Host, User-Agent).
-        self._fixed_head = f"Host: {self._host}\r\nUser-Agent: {self._user_agent}\r\n"
+        self._fixed_head = (f"Host: {self._host}\r\nAccept-Encoding: identity\r\n"
+                            f"User-Agent: {self._user_agent}\r\n")
         self._validate = cfg.parameter_validation is not False
         self._read_timeout = cfg.read_timeout
         # The native exchange reads and writes the socket itself; urllib3 keeps the pool.
@@ -433,7 +434,8 @@ class EBSClient:
         call = self._retry.start(op.name)
         invocation_id = _http().invocation_id()
         served_date = None  # the server's Date, for botocore's retry ttl
-        fixed = [("Host", self._host)] + op_headers + [("User-Agent", self._user_agent)]
+        fixed = ([("Host", self._host), ("Accept-Encoding", "identity")] + op_headers
+                 + [("User-Agent", self._user_agent)])
         sign_path = self._path_prefix + path
         signed_headers = bool(op_headers or op.unsigned_body)
         while True:
@@ -653,7 +655,6 @@ class EBSClient:
             return self._exchange_urllib3(method, target, headers, body, out, hash_body)
         parts = [f"{method} {target} HTTP/1.1\r\n"]
         parts += [f"{k}: {v}\r\n" for k, v in headers]
-        parts.append("Accept-Encoding: identity\r\n")
         if body or method in _BODY_METHODS:
             parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
         parts.append("\r\n")

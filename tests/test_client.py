@@ -126,6 +126,26 @@ def snapshot(server, theirs):
 
 # -- on the wire and in the answers ---------------------------------------------------------
 
+def test_headers_go_out_in_boto3s_order(server, ours, theirs, snapshot):
+    token = theirs.list_snapshot_blocks(SnapshotId=snapshot)["Blocks"][0]["BlockToken"]
+    d = block(5)
+    calls = [("list_snapshot_blocks", dict(SnapshotId=snapshot, MaxResults=100)),
+             ("get_snapshot_block", dict(SnapshotId=snapshot, BlockIndex=0, BlockToken=token)),
+             ("start_snapshot", dict(VolumeSize=1, ClientToken="order-token")),
+             ("put_snapshot_block", dict(SnapshotId=snapshot, BlockIndex=9, BlockData=d,
+                                         DataLength=len(d), Checksum=b64sha(d),
+                                         ChecksumAlgorithm="SHA256")),
+             ("complete_snapshot", dict(SnapshotId=snapshot, ChangedBlocksCount=3))]
+    names = {}
+    for name, kwargs in calls:
+        _, _, ra, rb = both(server, ours, theirs, name, **kwargs)
+        names[name] = [k for k, _ in rb[0]["headers"]]
+        assert [k for k, _ in ra[0]["headers"]] == names[name], name
+    before = len(server.requests)  # and the block read into caller memory, the same as a get
+    ours.get_snapshot_block_into(SnapshotId=snapshot, BlockIndex=0, BlockToken=token,
+                                 Out=np.empty(BLOCK_SIZE, np.uint8))
+    assert [k for k, _ in server.requests[before]["headers"]] == names["get_snapshot_block"]
+
 def test_list_and_get_match_boto3(server, ours, theirs, snapshot):
     a, b, ra, rb = both(server, ours, theirs, "list_snapshot_blocks", SnapshotId=snapshot,
                         MaxResults=100, StartingBlockIndex=1)
