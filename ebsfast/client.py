@@ -525,7 +525,7 @@ class EBSClient:
                             error_message=error["Error"]["Message"], headers=headers)
         if delay is not None:
             return delay
-        error["ResponseMetadata"] = wire.response_metadata(status, headers, call.metadata())
+        error["ResponseMetadata"].update(call.metadata())
         raise _MODELED.get(code, _exc.ClientError)(error, op.name)
 
     @staticmethod

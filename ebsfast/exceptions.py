@@ -153,9 +153,14 @@ class ClientError(*(_peer("ClientError") or (Exception,))):
 
     @staticmethod
     def _retry_info(response: dict) -> str:
-        attempts = response.get("ResponseMetadata", {}).get("RetryAttempts")
-        if attempts:
-            return f" (reached max retries: {attempts})"
+        # Only a call that stopped at its attempt limit (MaxAttemptsReached) says so, with
+        # the retries it made, zero included; giving up early on an error that is not
+        # retried adds nothing, however many retries came before.
+        if "ResponseMetadata" not in response:
+            return ""
+        meta = response["ResponseMetadata"]
+        if meta.get("MaxAttemptsReached", False) and "RetryAttempts" in meta:
+            return f" (reached max retries: {meta['RetryAttempts']})"
         return ""
 
     def __reduce__(self):

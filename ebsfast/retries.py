@@ -80,7 +80,7 @@ def _ebs_retryable(operation: str | None, error_code: str | None, error_message:
     if checksum_mismatch or error_code in _EBS_TRANSIENT_CODES:
         return True
     return (operation == "PutSnapshotBlock" and error_code == "ValidationException"
-            and error_message is not None
+            and isinstance(error_message, str)
             and error_message.strip().lower().startswith(_BLOCK_DATA_MESSAGE))
 
 
@@ -410,11 +410,12 @@ class RetryCall:
 
     def metadata(self) -> dict[str, Any]:
         """The retry keys of boto3's ``ResponseMetadata`` for this call."""
-        meta: dict[str, Any] = {"RetryAttempts": self.retry_attempts}
-        if self.max_attempts_reached:
+        meta: dict[str, Any] = {}  # in boto3's order: the flags, set as retries are judged,
+        if self.max_attempts_reached:  # then the count, set when the call ends
             meta["MaxAttemptsReached"] = True
         if self.retry_quota_reached:
             meta["RetryQuotaReached"] = True
+        meta["RetryAttempts"] = self.retry_attempts
         return meta
 
 

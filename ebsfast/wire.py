@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import time
 import uuid
 from urllib.parse import quote
 
@@ -165,16 +166,19 @@ def fill_idempotency_token(op: model.Operation, params: dict) -> dict:
     return params
 
 
-def _header_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _header_value(value, kind: str) -> str:
+    """A header's text as botocore writes it: lower case for a boolean member, else ``str``
+    of the value, so a bool given for an integer member goes out as ``True``/``False``."""
+    if kind == "boolean":
+        return str(value).lower()
     return str(value)
 
 
 # Per operation: where each member goes (location, wire name with a query name already
-# percent-encoded), and whether the other members form a JSON body.
+# percent-encoded, model type), and whether the other members form a JSON body.
 _PLACES = {op.name: {m.name: (m.location, percent_encode(m.location_name)
-                              if m.location == "querystring" else m.location_name)
+                              if m.location == "querystring" else m.location_name,
+                              m.shape["type"])
                      for m in op.input}
            for op in model.OPERATIONS.values()}
 _JSON_BODY = {op.name: op.payload is None and any(m.location is None for m in op.input)
@@ -193,13 +197,13 @@ def serialize(op: model.Operation, params: dict) -> tuple[str, str, list, bytes 
     headers = []
     body_params = {}
     for name, value in params.items():
-        location, wire_name = places[name]
+        location, wire_name, kind = places[name]
         if location == "uri":
             uri_params[wire_name] = percent_encode(value)
         elif location == "querystring":
             query.append(f"{wire_name}={percent_encode(value)}")
         elif location == "header":
-            headers.append((wire_name, _header_value(value)))
+            headers.append((wire_name, _header_value(value, kind)))
         elif name != op.payload:
             body_params[name] = value
     path = op.uri.format_map(uri_params)
@@ -219,22 +223,125 @@ def serialize(op: model.Operation, params: dict) -> tuple[str, str, list, bytes 
 assert model.OPERATIONS["GetSnapshotBlock"].uri == "/snapshots/{snapshotId}/blocks/{blockIndex}"
 # -- parsing -----------------------------------------------------------------------------------
 
+_EPOCH = datetime.datetime(1970, 1, 1)
+_SECOND = datetime.timedelta(seconds=1)
+_DAY = 86400
+
+
+def _local_offset(moment: int) -> int:
+    """Seconds east of UTC of local time at ``moment`` (epoch seconds)."""
+    return time.localtime(moment).tm_gmtoff
+
+
+class LocalTimezone(datetime.tzinfo):
+    """Local time as the ``time`` module knows it: every moment gets the offset, DST flag and
+    zone name in force then, so a datetime moved across a DST change (``+ timedelta``) shows
+    that day's offset, as boto3's datetimes (dateutil's ``tzlocal()``) do.
+
+    A wall time that happens twice (clocks going back) is its first occurrence with
+    ``fold=0`` and its second with ``fold=1``; a wall time that clocks going forward skip is
+    read with the offset from before the change, which lands after it and so gives the new
+    offset. Instances are all equal, but :func:`parse_timestamp` gives each datetime its own,
+    so that subtracting two of them counts the real time between them, as boto3's do.
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def _wall(dt: datetime.datetime) -> int:
+        return (dt.replace(tzinfo=None, fold=0) - _EPOCH) // _SECOND
+
+    def _local(self, dt: datetime.datetime) -> time.struct_time:
+        """``time.localtime`` of the moment ``dt``'s wall time stands for."""
+        wall = self._wall(dt)
+        before = _local_offset(wall - _DAY)
+        after = _local_offset(wall + _DAY)
+        fits = sorted({o for o in (before, after) if _local_offset(wall - o) == o}, reverse=True)
+        if not fits:  # skipped by clocks going forward
+            return time.localtime(wall - before)
+        # Twice over: the larger offset is the earlier moment.
+        offset = fits[-1] if dt.fold else fits[0]
+        return time.localtime(wall - offset)
+
+    def utcoffset(self, dt):
+        if dt is None:
+            return None if time.daylight else datetime.timedelta(seconds=-time.timezone)
+        return datetime.timedelta(seconds=self._local(dt).tm_gmtoff)
+
+    def dst(self, dt):
+        if dt is None:
+            return None if time.daylight else datetime.timedelta(0)
+        local = self._local(dt)
+        if local.tm_isdst > 0:
+            return datetime.timedelta(seconds=local.tm_gmtoff + time.timezone)
+        return datetime.timedelta(0)
+
+    def tzname(self, dt):
+        if dt is None:
+            return None if time.daylight else time.tzname[0]
+        return self._local(dt).tm_zone
+
+    def fromutc(self, dt):
+        if not isinstance(dt, datetime.datetime):
+            raise TypeError("fromutc() requires a datetime argument")
+        if dt.tzinfo is not self:
+            raise ValueError("fromutc: dt.tzinfo is not self")
+        offset = _local_offset(self._wall(dt))
+        local = dt + datetime.timedelta(seconds=offset)
+        if self._local(local).tm_gmtoff != offset:  # the second time this wall time comes round
+            local = local.replace(fold=1)
+        return local
+
+    def __eq__(self, other):
+        if isinstance(other, LocalTimezone):
+            return True
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(LocalTimezone)
+
+    def __repr__(self):
+        return "LocalTimezone()"
+
+    def __reduce__(self):
+        return LocalTimezone, ()
+
+
 def parse_timestamp(value) -> datetime.datetime:
-    """Epoch seconds to an aware datetime in local time (botocore gives tzlocal())."""
-    return datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc).astimezone()
+    """Epoch seconds to an aware datetime in local time (a fresh :class:`LocalTimezone`), as
+    botocore gives them: ints and floats as they are, anything else through ``float``."""
+    if not isinstance(value, (int, float)):
+        value = float(value)
+    try:
+        return datetime.datetime.fromtimestamp(value, LocalTimezone())
+    except (OverflowError, OSError):
+        # beyond what the platform's localtime takes: count from the epoch instead
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        return epoch.astimezone(LocalTimezone()) + datetime.timedelta(seconds=value)
 
 
 def response_metadata(status: int, headers: dict, retry: dict) -> dict:
     """boto3's ResponseMetadata; ``headers`` (names lower-case, repeated fields joined, as the
     client's exchanges give them) becomes HTTPHeaders as it is; ``retry`` holds RetryAttempts
-    (and MaxAttemptsReached or RetryQuotaReached when they apply)."""
-    meta = {"RequestId": headers.get("x-amzn-requestid", ""), "HTTPStatusCode": status,
-            "HTTPHeaders": headers}
+    (and MaxAttemptsReached or RetryQuotaReached when they apply).
+
+    RequestId is x-amzn-RequestId when sent; otherwise, below status 301 only,
+    x-amz-request-id with HostId (x-amz-id-2, or ''). With neither there is no RequestId. An
+    error response whose body is empty or HTML at status 500 or more has none either: its
+    metadata comes from :func:`parse_error`.
+    """
+    meta = {}
+    request_id = headers.get("x-amzn-requestid")
+    if request_id is not None:
+        meta["RequestId"] = request_id
+    elif status < 301:
+        request_id = headers.get("x-amz-request-id")
+        if request_id is not None:
+            meta["RequestId"] = request_id
+            meta["HostId"] = headers.get("x-amz-id-2", "")
+    meta["HTTPStatusCode"] = status
+    meta["HTTPHeaders"] = headers
     meta.update(retry)
-    if "x-amz-id-2" in headers:
-        meta["HostId"] = headers["x-amz-id-2"]
-    if not meta["RequestId"]:
-        meta["RequestId"] = headers.get("x-amz-request-id", "")
     return meta
 
 
@@ -294,30 +401,93 @@ def parse_output_doc(op: model.Operation, doc: dict, out: dict) -> dict:
     return out
 
 
+# Each modeled error's members, which boto3 copies from a JSON error body to the top level
+# of ClientError.response when they are there and not null.
+_ERROR_MEMBERS = {
+    "AccessDeniedException": ("Message", "Reason"),
+    "ConcurrentLimitExceededException": ("Message",),
+    "ConflictException": ("Message",),
+    "InternalServerException": ("Message",),
+    "RequestThrottledException": ("Message", "Reason"),
+    "ResourceNotFoundException": ("Message", "Reason"),
+    "ServiceQuotaExceededException": ("Message", "Reason"),
+    "ValidationException": ("Message", "Reason"),
+}
+assert set(_ERROR_MEMBERS) == set(model.ERRORS)
+
+
+def _generic_error(status: int, body) -> bool:
+    """A 5xx answer with nothing to parse (empty, or an HTML page from a proxy or balancer)."""
+    if status < 500:
+        return False
+    if body is None:
+        return True
+    body = bytes(body).strip()
+    return not body or body.startswith(b"<html>")
+
+
+def _error_doc(body):
+    """An error body as boto3 reads it: {} when empty, the JSON value when it parses (of any
+    type), else {"message": the text}. A body that is not UTF-8 raises UnicodeDecodeError."""
+    if not body:
+        return {}
+    text = bytes(body).decode("utf-8")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"message": text}
+
+
 def parse_error(status: int, headers: dict, body: bytes) -> dict:
-    """The error dict boto3 puts in ``ClientError.response`` (without ResponseMetadata);
-    ``headers`` with lower-case names."""
-    doc = {}
-    if body:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            doc = {}
-        if not isinstance(doc, dict):
-            doc = {}
-    code = headers.get("x-amzn-errortype", "").split(":")[0]
-    if not code:
-        code = str(doc.get("__type") or doc.get("code") or "")
+    """The dict boto3 puts in ``ClientError.response`` for an error answer, but for the retry
+    keys of its ResponseMetadata (RetryAttempts, MaxAttemptsReached, RetryQuotaReached), which
+    the caller adds; ``headers`` with lower-case names.
+
+    Code: x-amzn-ErrorType, else the body's ``code``/``Code``, else its ``__type``, else the
+    status, each cut at ``:`` and after ``#``. Message: the body's ``message``/``Message``,
+    the body text when it is not JSON, else ''. A 5xx with an empty or HTML body gives the
+    status and its reason phrase, and no RequestId. A JSON body that is not an object raises
+    AttributeError, as it does in boto3.
+    """
+    if _generic_error(status, body):
+        error = {"Code": str(status), "Message": http.client.responses.get(status, "")}
+        return {"Error": error, "ResponseMetadata": {"HTTPStatusCode": status,
+                                                     "HTTPHeaders": headers}}
+    doc = _error_doc(body)
+    # a JSON body that is not an object raises AttributeError here, as in boto3
+    error = {"Message": doc.get("message", doc.get("Message", "")), "Code": ""}
+    code = doc.get("__type", str(status))
+    if code is not None:
+        if ":" in code:
+            code = code.split(":", 1)[0]
         if "#" in code:
             code = code.rsplit("#", 1)[1]
-    message = doc.get("message", doc.get("Message", ""))
-    if not code:
-        code = str(status)
-        if not message:
-            message = http.client.responses.get(status, "")
-    out = {"Error": {"Message": message, "Code": code}}
-    if code in model.ERRORS:
-        for member in ("Message", "Reason"):
-            if member in doc:
-                out[member] = doc[member]
+        query_error = headers.get("x-amzn-query-error")
+        if query_error is not None:
+            parts = query_error.split(";")
+            if len(parts) == 2 and parts[0]:
+                error["QueryErrorCode"] = code
+                error["Type"] = parts[1]
+                code = parts[0]
+        error["Code"] = code
+    if "x-amzn-errortype" in headers:
+        named = headers["x-amzn-errortype"]
+    elif "code" in doc or "Code" in doc:
+        named = doc.get("code", doc.get("Code", ""))
+    else:
+        named = None
+    if named is not None:
+        if isinstance(named, str):
+            named = named.split(":", 1)[0].rsplit("#", 1)[-1]
+        error["Code"] = named
+    meta = {}
+    if "x-amzn-requestid" in headers:
+        meta["RequestId"] = headers["x-amzn-requestid"]
+    meta["HTTPStatusCode"] = status
+    meta["HTTPHeaders"] = headers
+    out = {"Error": error, "ResponseMetadata": meta}
+    for member in _ERROR_MEMBERS.get(error["Code"], ()):
+        value = doc.get(member)
+        if value is not None:
+            out[member] = value
     return out

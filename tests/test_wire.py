@@ -135,3 +135,25 @@ def test_get_block_output_is_parse_output_headers(headers):
     got = wire.get_block_output(headers, {"x": 1})
     assert got == wire.parse_output_headers(op, headers, {"x": 1})
     assert list(got) == list(wire.parse_output_headers(op, headers, {"x": 1}))
+
+
+_HEADER_MEMBERS = [(op, m.name) for op in model.OPERATIONS.values() for m in op.input
+                   if m.location == "header"]
+
+
+@pytest.mark.parametrize("op,name", _HEADER_MEMBERS, ids=lambda v: getattr(v, "name", v))
+@pytest.mark.parametrize("value", [True, False, 0, 7, "SHA256", 1.5])
+def test_header_values_are_botocores_for_any_value(op, name, value):
+    # with parameter_validation off anything reaches the serializer: a bool for an integer
+    # header goes out as True/False, as str() gives it
+    params = {m: "snap-1" if m == "SnapshotId" else 0 for m in op.required if m != name}
+    params[name] = value
+    if op.payload is not None:
+        params[op.payload] = b""
+    from botocore.serialize import create_serializer
+
+    _, _, headers, _ = wire.serialize(op, params)
+    theirs = create_serializer("rest-json", include_validation=False).serialize_to_request(
+        params, _BOTO_MODEL.operation_model(op.name))["headers"]
+    wire_name = op.members[name].location_name
+    assert dict(headers)[wire_name] == theirs[wire_name]
