@@ -25,9 +25,23 @@ _OPTIONS: dict[str, Any] = {
     "tcp_keepalive": None,
     "client_cert": None,
     "signature_version": None,
+    # botocore options that change nothing for EBS (no host prefix, no flexible checksums, no
+    # request compression, no endpoint discovery, SigV4 only): taken, and left unused, as
+    # botocore leaves them for this service
+    "inject_host_prefix": True,
+    "request_checksum_calculation": None,
+    "response_checksum_validation": None,
+    "disable_request_compression": None,
+    "request_min_compression_size_bytes": None,
+    "endpoint_discovery_enabled": None,
+    "client_context_params": None,
+    "account_id_endpoint_mode": None,
+    "auth_scheme_preference": None,
+    "sigv4a_signing_region_set": None,
+    "s3": None,
 }
-_RETRY_KEYS = {"max_attempts", "total_max_attempts", "mode"}
-_RETRY_MODES = {"legacy", "standard", "adaptive"}
+_RETRY_KEYS = ("max_attempts", "mode", "total_max_attempts")  # botocore's order, in messages
+_RETRY_MODES = ("legacy", "standard", "adaptive")
 
 
 class Config:
@@ -55,18 +69,25 @@ class Config:
         if self.retries is not None:
             if not isinstance(self.retries, dict):
                 raise TypeError(f"Config retries must be a dict, not {type(self.retries).__name__}")
-            bad = set(self.retries) - _RETRY_KEYS
-            if bad:
-                raise ValueError(f"Config retries: unknown key(s) {sorted(bad)}; known: "
-                                 f"{sorted(_RETRY_KEYS)}")
-            for key in ("max_attempts", "total_max_attempts"):
+            from . import exceptions as _exc
+
+            for key in self.retries:
+                if key not in _RETRY_KEYS:
+                    raise _exc.InvalidRetryConfigurationError(retry_config_option=key,
+                                                              valid_options=_RETRY_KEYS)
+            for key, least in (("max_attempts", 0), ("total_max_attempts", 1)):
                 v = self.retries.get(key)
-                if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                    raise ValueError(f"Config retries {key} must be an integer >= 0, got {v!r}")
+                if v is None:
+                    continue
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise TypeError(f"Config retries {key} must be an integer, got {v!r}")
+                if v < least:
+                    raise _exc.InvalidMaxRetryAttemptsError(provided_max_attempts=v,
+                                                            min_value=least)
             mode = self.retries.get("mode")
             if mode is not None and mode not in _RETRY_MODES:
-                raise ValueError(f"Config retries mode must be one of {sorted(_RETRY_MODES)}, "
-                                 f"got {mode!r}")
+                raise _exc.InvalidRetryModeError(provided_retry_mode=mode,
+                                                 valid_modes=_RETRY_MODES)
         for key in ("connect_timeout", "read_timeout"):
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):

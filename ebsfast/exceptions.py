@@ -116,6 +116,32 @@ PaginationError = _define("PaginationError", BotoCoreError, "Error during pagina
 UnknownClientMethodError = _define("UnknownClientMethodError", BotoCoreError,
                                    "Client does not have method: {method_name}",
                                    "generate_presigned_url() for a method the client lacks.")
+def _define_value_error(name: str, base: type, fmt: str, doc: str) -> type:
+    """An error that is also a ValueError (a bad option value), and botocore's class of the
+    same name where botocore is installed."""
+    bases = (base,) + tuple(p for p in _peer(name) if not issubclass(base, p))
+    if not issubclass(base, ValueError):
+        bases += (ValueError,)
+    return type(name, bases, {"fmt": fmt, "__doc__": doc, "__module__": __name__,
+                              "__init__": EbsfastError.__init__, "__str__": Exception.__str__,
+                              "__reduce__": EbsfastError.__reduce__})
+
+
+InvalidRetryConfigurationError = _define_value_error(
+    "InvalidRetryConfigurationError", BotoCoreError,
+    'Cannot provide retry configuration for "{retry_config_option}". Valid retry '
+    "configuration options are: {valid_options}",
+    "A Config(retries=...) key that is not max_attempts, total_max_attempts or mode.")
+InvalidMaxRetryAttemptsError = _define_value_error(
+    "InvalidMaxRetryAttemptsError", InvalidRetryConfigurationError,
+    'Value provided to "max_attempts": {provided_max_attempts} must be an integer greater than '
+    "or equal to {min_value}.",
+    "An attempt count below its minimum (Config, AWS_MAX_ATTEMPTS or the profile).")
+InvalidRetryModeError = _define_value_error(
+    "InvalidRetryModeError", InvalidRetryConfigurationError,
+    'Invalid value provided to "mode": "{provided_retry_mode}" must be one of: {valid_modes}',
+    "A retry mode that is not legacy, standard or adaptive (Config, AWS_RETRY_MODE or the "
+    "profile).")
 ChecksumMismatchError = _define(
     "ChecksumMismatchError", BotoCoreError,
     "Checksum mismatch for block {block_index} of {snapshot_id}: the service sent "
@@ -170,7 +196,8 @@ class ClientError(*(_peer("ClientError") or (Exception,))):
 __all__ = [
     "BotoCoreError", "ChecksumMismatchError", "ChecksumMissingError", "ClientError", "ConfigParseError",
     "ConnectTimeoutError", "ConnectionClosedError", "ConnectionError", "CredentialRetrievalError",
-    "EbsfastError", "EndpointConnectionError", "HTTPClientError", "InvalidRegionError",
+    "EbsfastError", "EndpointConnectionError", "HTTPClientError", "InvalidMaxRetryAttemptsError",
+    "InvalidRegionError", "InvalidRetryConfigurationError", "InvalidRetryModeError",
     "NoCredentialsError", "NoRegionError", "OperationNotPageableError", "PaginationError",
     "ParamValidationError", "PartialCredentialsError", "ProfileNotFound", "ProxyConnectionError",
     "ReadTimeoutError", "ResponseStreamingError", "SSLError", "UnknownClientMethodError",

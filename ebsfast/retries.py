@@ -452,7 +452,7 @@ def make_retry_policy(config: Any = None, *, profile_config: Mapping[str, Any] |
     if not mode:
         mode = "standard" if new_retries else "legacy"
     if mode not in MODES:
-        raise ValueError(f'Invalid value provided to "mode": "{mode}" must be one of: {MODES}')
+        raise _exc.InvalidRetryModeError(provided_retry_mode=mode, valid_modes=MODES)
 
     if retries.get("total_max_attempts") is not None:
         total = retries["total_max_attempts"]
@@ -464,8 +464,7 @@ def make_retry_policy(config: Any = None, *, profile_config: Mapping[str, Any] |
             raw = profile.get("max_attempts")
         total = int(raw) if raw is not None else DEFAULT_MAX_ATTEMPTS[mode]
     if total < 1:
-        raise ValueError(f'Value provided to "max_attempts": {total} must be an integer '
-                         f'greater than or equal to 1.')
+        raise _exc.InvalidMaxRetryAttemptsError(provided_max_attempts=total, min_value=1)
     return RetryPolicy(mode, total, new_retries=new_retries, clock=clock, sleep=sleep, rng=rng)
 
 

@@ -331,6 +331,42 @@ def test_meta_config_holds_what_was_resolved(server, given, monkeypatch):
     again.close()
 
 
+@pytest.mark.parametrize("retries", [{"mode": "bogus"}, {"max_attempts": -1},
+                                     {"total_max_attempts": 0}, {"foo": 1}])
+def test_bad_retry_settings_are_botocores_errors(retries):
+    with pytest.raises(botocore.exceptions.BotoCoreError) as peer:
+        botocore.config.Config(retries=retries)
+    with pytest.raises(exc.InvalidRetryConfigurationError) as mine:
+        ebsfast.Config(retries=retries)
+    assert type(mine.value).__name__ == type(peer.value).__name__
+    assert isinstance(mine.value, type(peer.value)) and isinstance(mine.value, ValueError)
+    assert str(mine.value) == str(peer.value)
+
+
+@pytest.mark.parametrize("env", [{"AWS_RETRY_MODE": "bogus"}, {"AWS_MAX_ATTEMPTS": "0"}])
+def test_bad_retry_settings_from_the_environment_are_botocores_errors(env, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    kw = dict(region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    with pytest.raises(botocore.exceptions.BotoCoreError) as peer:
+        boto3.client("ebs", **kw)
+    with pytest.raises(exc.InvalidRetryConfigurationError) as mine:
+        ebsfast.client("ebs", **kw)
+    assert type(mine.value).__name__ == type(peer.value).__name__
+    assert str(mine.value) == str(peer.value)
+
+
+def test_botocore_options_without_effect_on_ebs_are_taken():
+    options = dict(inject_host_prefix=False, request_checksum_calculation="when_required",
+                   response_checksum_validation="when_required",
+                   disable_request_compression=True, endpoint_discovery_enabled=False)
+    botocore.config.Config(**options)
+    cfg = ebsfast.Config(**options)
+    assert cfg.inject_host_prefix is False
+    with pytest.raises(TypeError, match="bogus_option"):
+        ebsfast.Config(bogus_option=1)
+
+
 def test_no_region_is_an_error(monkeypatch, tmp_path):
     for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
