@@ -326,6 +326,13 @@ class EBSClient:
         self._fixed_head = (f"Host: {self._host}\r\nAccept-Encoding: identity\r\n"
                             f"User-Agent: {self._user_agent}\r\n")
         self._validate = cfg.parameter_validation is not False
+        # Config(signature_version=UNSIGNED) (botocore's): requests go out with no signature
+        signature_version = cfg.signature_version
+        self._unsigned = type(signature_version).__name__ == "UNSIGNED"
+        if not (signature_version is None or self._unsigned
+                or signature_version in ("v4", "s3v4")):
+            raise ValueError(f"Config signature_version must be 'v4' or botocore.UNSIGNED "
+                             f"(EBS is signed with SigV4), not {signature_version!r}")
         self._read_timeout = cfg.read_timeout
         # The native exchange reads and writes the socket itself; urllib3 keeps the pool.
         self._native_io = True
@@ -416,8 +423,8 @@ class EBSClient:
         """One API call with retries. ``out``: GetSnapshotBlock's body goes straight into this
         writable byte view (``get_snapshot_block_into``). ``raw``: the JSON body is returned
         unparsed under ``"Body"`` (columnar listing)."""
-        if op is _GET_BLOCK and self._direct() and (not self._validate
-                                                    or wire.quick_valid(op, params)):
+        if op is _GET_BLOCK and self._direct() and not self._unsigned and (
+                not self._validate or wire.quick_valid(op, params)):
             return self._get_block(params, out, verify)
         params, block = self._prepare(op, params)
         path, query, op_headers, body = wire.serialize(op, params)
@@ -438,17 +445,24 @@ class EBSClient:
                  + [("User-Agent", self._user_agent)])
         sign_path = self._path_prefix + path
         signed_headers = bool(op_headers or op.unsigned_body)
+        # UNSIGNED leaves requests unsigned, but for PutSnapshotBlock: botocore signs an
+        # operation whose model names its own auth type (v4-unsigned-body) whatever the Config
+        unsigned = self._unsigned and not op.unsigned_body
         while True:
             call.before_attempt()
-            signer, frozen = self._signer()
-            date = amz_date()
             headers = list(fixed)
-            if signed_headers:
+            if unsigned:
+                pass  # no date, token or signature: botocore's UNSIGNED sends none
+            elif signed_headers:
+                signer, frozen = self._signer()
+                date = amz_date()
                 headers += signer.sign(op.method, sign_path, canonical_query,
                                        [("host", self._host)] + op_headers, payload_hash, date,
                                        content_sha256=op.unsigned_body).items()
             else:
                 # No per-call headers to sign: the prepared hot path (same signature).
+                signer, frozen = self._signer()
+                date = amz_date()
                 headers.append(("X-Amz-Date", date))
                 if frozen.token:
                     headers.append(("X-Amz-Security-Token", frozen.token))
@@ -565,7 +579,7 @@ class EBSClient:
                 min_block_index=quick.get("BlockIndex"),
                 min_block_token=quick.get("BlockToken"))
             usable = (self._direct() and policy.rate_limiter is None
-                      and policy.max_attempts > 1)
+                      and policy.max_attempts > 1 and not self._unsigned)
             made = self._block_getter = (getter, usable)
         return made
 
@@ -771,7 +785,7 @@ class EBSClient:
             params["BlockIndex"] = BlockIndex
         if BlockToken is not None:
             params["BlockToken"] = BlockToken
-        if first is not None or (self._direct() and (
+        if first is not None or (self._direct() and not self._unsigned and (
                 not self._validate or wire.quick_valid(_GET_BLOCK, params))):
             result = self._get_block(params, view, verify, first)
         else:
@@ -808,6 +822,8 @@ class EBSClient:
         params, block = self._prepare(op, dict(Params or {}))
         path, query, op_headers, _ = wire.serialize(op, params)
         url = self.meta.endpoint_url.rstrip("/") + path + ("?" + query if query else "")
+        if self._unsigned:
+            return url  # as botocore: nothing to sign, the plain URL
         signer, _ = self._signer()
         return signer.presign(HttpMethod or op.method, url, int(ExpiresIn), amz_date(),
                               headers=[(k, v) for k, v in op_headers])

@@ -356,6 +356,49 @@ def test_bad_retry_settings_from_the_environment_are_botocores_errors(env, monke
     assert str(mine.value) == str(peer.value)
 
 
+def test_unsigned_requests_match_boto3(monkeypatch, tmp_path):
+    # Config(signature_version=UNSIGNED): no credentials needed, nothing signed, and the
+    # local server (which checks signatures) refuses both clients alike
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with EBSServer(record_requests=True) as s:
+        kw = dict(endpoint_url=s.endpoint_url, region_name=s.region)
+        cfg = dict(signature_version=botocore.UNSIGNED, retries={"total_max_attempts": 1})
+        ours = ebsfast.client("ebs", config=ebsfast.Config(**cfg), **kw)
+        theirs = boto3.client("ebs", config=botocore.config.Config(**cfg), **kw)
+        d = bytes(BLOCK_SIZE)
+        calls = [("list_snapshot_blocks", dict(SnapshotId="snap-0123456789abcdef0")),
+                 ("get_snapshot_block", dict(SnapshotId="snap-0123456789abcdef0",
+                                             BlockIndex=1, BlockToken="AAAB")),
+                 ("start_snapshot", dict(VolumeSize=1, ClientToken="unsigned")),
+                 ("put_snapshot_block", dict(SnapshotId="snap-0123456789abcdef0", BlockIndex=1,
+                                             BlockData=d, DataLength=len(d),
+                                             Checksum=b64sha(d), ChecksumAlgorithm="SHA256"))]
+        for name, kwargs in calls:
+            a, b, ra, rb = both(s, ours, theirs, name, **kwargs)
+            if name == "put_snapshot_block":  # its own auth type in the model: still signed
+                assert type(a).__name__ == type(b).__name__ == "NoCredentialsError"
+                assert ra == rb == []
+                continue
+            assert type(a).__name__ == type(b).__name__ == "AccessDeniedException", name
+            assert [k for k, _ in ra[0]["headers"]] == [k for k, _ in rb[0]["headers"]], name
+            assert not {"authorization", "x-amz-date"} & {k.lower() for k, _ in ra[0]["headers"]}
+        before = len(s.requests)
+        with pytest.raises(ebsfast.exceptions.ClientError, match="AccessDenied"):
+            ours.get_snapshot_block_into(SnapshotId="snap-0123456789abcdef0", BlockIndex=1,
+                                         BlockToken="AAAB", Out=np.empty(BLOCK_SIZE, np.uint8))
+        assert "authorization" not in {k.lower() for k, _ in s.requests[before]["headers"]}
+        args = dict(ClientMethod="get_snapshot_block", Params=dict(
+            SnapshotId="snap-0123456789abcdef0", BlockIndex=1, BlockToken="AAAB"))
+        assert ours.generate_presigned_url(**args) == theirs.generate_presigned_url(**args)
+        ours.close()
+    with pytest.raises(ValueError, match="signature_version"):
+        ebsfast.client("ebs", config=ebsfast.Config(signature_version="v2"), **kw)
+
+
 def test_botocore_options_without_effect_on_ebs_are_taken():
     options = dict(inject_host_prefix=False, request_checksum_calculation="when_required",
                    response_checksum_validation="when_required",
