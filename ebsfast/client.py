@@ -162,6 +162,13 @@ def _user_agent(config: Config, retry_mode: str, app_id: str | None = None) -> s
     return base
 
 
+def _block_typed(params: dict) -> bool:
+    """Whether GetSnapshotBlock's parameters have the types its own request builder takes;
+    with validation off, others go the general way, serialized as botocore serializes them."""
+    return (type(params.get("SnapshotId")) is str and type(params.get("BlockIndex")) is int
+            and type(params.get("BlockToken")) is str)
+
+
 def _host_header(endpoint_url: str) -> str:
     parts = urlsplit(endpoint_url)
     host = parts.hostname or ""
@@ -424,7 +431,7 @@ class EBSClient:
         writable byte view (``get_snapshot_block_into``). ``raw``: the JSON body is returned
         unparsed under ``"Body"`` (columnar listing)."""
         if op is _GET_BLOCK and self._direct() and not self._unsigned and (
-                not self._validate or wire.quick_valid(op, params)):
+                wire.quick_valid(op, params) if self._validate else _block_typed(params)):
             return self._get_block(params, out, verify)
         params, block = self._prepare(op, params)
         path, query, op_headers, body = wire.serialize(op, params)
@@ -786,7 +793,8 @@ class EBSClient:
         if BlockToken is not None:
             params["BlockToken"] = BlockToken
         if first is not None or (self._direct() and not self._unsigned and (
-                not self._validate or wire.quick_valid(_GET_BLOCK, params))):
+                wire.quick_valid(_GET_BLOCK, params) if self._validate
+                else _block_typed(params))):
             result = self._get_block(params, view, verify, first)
         else:
             result = self._make_api_call(_GET_BLOCK, params, out=view, verify=verify)

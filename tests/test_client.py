@@ -399,6 +399,25 @@ def test_unsigned_requests_match_boto3(monkeypatch, tmp_path):
         ebsfast.client("ebs", config=ebsfast.Config(signature_version="v2"), **kw)
 
 
+def test_without_validation_odd_types_go_out_as_boto3_sends_them(server):
+    # parameter_validation=False: what the caller gave is serialized as botocore does
+    cfg = dict(parameter_validation=False, retries={"total_max_attempts": 1})
+    ours = ebsfast.client("ebs", **kwargs_for(server, config=ebsfast.Config(**cfg)))
+    theirs = boto3.client("ebs", **kwargs_for(server, config=botocore.config.Config(**cfg)))
+    args = dict(SnapshotId="snap-0123456789abcdef0", BlockIndex=1.0, BlockToken=123)
+    for name in ("get_snapshot_block", "get_snapshot_block_into"):
+        before = len(server.requests)
+        kw = dict(args, Out=np.empty(BLOCK_SIZE, np.uint8)) if name.endswith("into") else args
+        with pytest.raises(exc.ClientError, match="ResourceNotFound"):
+            getattr(ours, name)(**kw)
+        with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFound"):
+            theirs.get_snapshot_block(**args)
+        mine, peer = server.requests[before:before + 2]
+        assert (mine["method"], mine["path"], mine["query"]) == (
+            peer["method"], peer["path"], peer["query"]), name
+    ours.close()
+
+
 def test_botocore_options_without_effect_on_ebs_are_taken():
     options = dict(inject_host_prefix=False, request_checksum_calculation="when_required",
                    response_checksum_validation="when_required",
