@@ -215,6 +215,68 @@ def test_encrypted_snapshot_records_key(server, ebs):
     assert r["KmsKeyArn"] == arn and r["SseType"] == "sse-kms"
 
 
+def test_repeated_client_token_returns_the_original_answer(server, ebs):
+    first = ebs.start_snapshot(VolumeSize=1, ClientToken="tok-original", Tags=[
+        {"Key": "k", "Value": "v"}])
+    snap = first.pop("SnapshotId")
+    put(ebs, snap, 0, block(1))
+    assert ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)["Status"] == "completed"
+    again = ebs.start_snapshot(VolumeSize=1, ClientToken="tok-original", Tags=[
+        {"Key": "k", "Value": "v"}])
+    assert again.pop("SnapshotId") == snap
+    first.pop("ResponseMetadata"), again.pop("ResponseMetadata")
+    assert again == first and again["Status"] == "pending"  # as first answered, not as now
+
+
+def test_encrypted_false_with_a_parent_is_refused(server, done_snapshot):
+    ebs = make_client(server)
+    sent = []
+    ebs.meta.events.register("before-send.ebs.StartSnapshot",
+                             lambda request, **kw: sent.append(json.loads(request.body)))
+    for encrypted in (False, True):
+        with pytest.raises(ClientError) as ei:
+            ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=done_snapshot, Encrypted=encrypted)
+        assert error_of(ei) == ("ValidationException", "INVALID_PARAMETER_VALUE", 400)
+        assert sent[-1]["Encrypted"] is encrypted  # boto3 sends false too
+    assert ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=done_snapshot)["Status"] == "pending"
+
+
+def test_start_snapshot_takes_the_model_limits(server, done_snapshot):
+    # parameter_validation=False: what boto3 would otherwise refuse reaches the server
+    ebs = make_client(server, parameter_validation=False)
+    refused = [
+        (dict(ClientToken="t" * 256), "INVALID_PARAMETER_VALUE"),
+        (dict(ClientToken="a b"), "INVALID_PARAMETER_VALUE"),
+        (dict(ClientToken="ab\n"), "INVALID_PARAMETER_VALUE"),
+        (dict(ClientToken=""), "INVALID_PARAMETER_VALUE"),
+        (dict(Description=""), "INVALID_PARAMETER_VALUE"),
+        (dict(Description="d" * 256), "INVALID_PARAMETER_VALUE"),
+        (dict(Tags=[{"Key": "k" * 128, "Value": "v"}]), "INVALID_TAG"),
+        (dict(Tags=[{"Key": "k", "Value": "v" * 256}]), "INVALID_TAG"),
+        (dict(Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(51)]), "INVALID_TAG"),
+    ]
+    for kw, reason in refused:
+        with pytest.raises(ClientError) as ei:
+            ebs.start_snapshot(VolumeSize=1, **kw)
+        assert error_of(ei) == ("ValidationException", reason, 400), kw
+    r = ebs.start_snapshot(VolumeSize=1, ClientToken="t" * 255, Description=" \n" + "d" * 253,
+                           Tags=[{"Key": f"{i:03}" + "k" * 124, "Value": "v" * 255}
+                                 for i in range(50)])
+    assert r["Status"] == "pending" and len(r["Tags"]) == 50
+    assert ebs.start_snapshot(VolumeSize=1, Tags=[{"Key": "k", "Value": ""}])["Tags"] == [
+        {"Key": "k", "Value": ""}]
+
+
+def test_an_empty_next_token_is_refused(server, done_snapshot):
+    ebs = make_client(server, parameter_validation=False)
+    for call in (lambda: ebs.list_snapshot_blocks(SnapshotId=done_snapshot, NextToken=""),
+                 lambda: ebs.list_changed_blocks(FirstSnapshotId=done_snapshot,
+                                                 SecondSnapshotId=done_snapshot, NextToken="")):
+        with pytest.raises(ClientError) as ei:
+            call()
+        assert error_of(ei) == ("ValidationException", "INVALID_PAGE_TOKEN", 400)
+
+
 # -- every error the service sends ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -289,6 +351,93 @@ def test_complete_checks_count_and_linear_checksum(server, ebs):
         assert r["ResponseMetadata"]["HTTPStatusCode"] == 202
 
 
+class _Clock:
+    """The service's clock for a test: starts at the real time, moves when told."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_timeout_counts_from_the_last_block_written():
+    clock = _Clock()
+    with EBSServer(clock=clock) as s:
+        ebs = make_client(s)
+        snap = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+        for i in range(4):  # a block every 4 minutes: 16 minutes after the start in all
+            clock.now += 4 * 60
+            put(ebs, snap, i, block(i))
+        clock.now += 9 * 60
+        assert ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=4)["Status"] == \
+            "completed"
+        # 10 minutes with no block written, then without completing after the last one
+        idle = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+        late = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+        clock.now += 5 * 60
+        put(ebs, late, 0, block(5))
+        clock.now += 5 * 60 + 1
+        with pytest.raises(ClientError) as ei:
+            put(ebs, idle, 0, block(6))
+        assert error_of(ei) == ("ValidationException", "WRITE_REQUEST_TIMEOUT", 400)
+        assert ebs.complete_snapshot(SnapshotId=late, ChangedBlocksCount=1)["Status"] == \
+            "completed"
+        late = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+        clock.now += 5 * 60
+        put(ebs, late, 0, block(5))
+        clock.now += 10 * 60 + 1
+        with pytest.raises(ClientError) as ei:
+            ebs.complete_snapshot(SnapshotId=late, ChangedBlocksCount=1)
+        assert error_of(ei) == ("ValidationException", "WRITE_REQUEST_TIMEOUT", 400)
+
+
+def test_error_reason_says_why_the_snapshot_failed():
+    clock = _Clock()
+    with EBSServer(clock=clock) as s:
+        ebs = make_client(s)
+        # CompleteSnapshot found a mismatch: the snapshot is in error but did not time out
+        failed = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+        put(ebs, failed, 0, block(1))
+        assert ebs.complete_snapshot(SnapshotId=failed, ChangedBlocksCount=5)["Status"] == "error"
+        timed_out = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+        clock.now += 10 * 60 + 1
+        for snap, reason in ((failed, "INVALID_SNAPSHOT_ID"),
+                             (timed_out, "WRITE_REQUEST_TIMEOUT")):
+            for call in (lambda: put(ebs, snap, 1, block(2)),
+                         lambda: ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1)):
+                with pytest.raises(ClientError) as ei:
+                    call()
+                assert error_of(ei) == ("ValidationException", reason, 400), snap
+
+
+def test_a_put_racing_complete_never_lands_in_the_completed_snapshot(monkeypatch):
+    with EBSServer() as s:
+        ebs, other = make_client(s), make_client(s)
+        snap = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+        put(ebs, snap, 0, block(1))
+        store = s.service.store
+        stored = store.put
+        answers = []
+
+        def put_then_complete(data, digest):
+            # The put has passed its checks and is storing its block: the snapshot completes
+            # now, over another connection.
+            kept = stored(data, digest)
+            if data == block(2):
+                answers.append(other.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=1))
+            return kept
+
+        monkeypatch.setattr(store, "put", put_then_complete)
+        with pytest.raises(ClientError) as ei:
+            put(ebs, snap, 1, block(2))
+        assert error_of(ei) == ("ValidationException", "INVALID_SNAPSHOT_ID", 400)
+        assert answers[0]["Status"] == "completed"
+        listed = ebs.list_snapshot_blocks(SnapshotId=snap)["Blocks"]
+        assert [b["BlockIndex"] for b in listed] == [0]
+        assert store.stored_bytes == BLOCK_SIZE  # the refused block was given back
+
+
 def test_pending_snapshot_limit():
     with EBSServer(max_pending_snapshots=2) as s:
         ebs = make_client(s)
@@ -344,6 +493,56 @@ def test_presigned_url_is_accepted(server, ebs, done_snapshot):
     assert r.status == 200 and r.data == block(40)
     tampered = url.replace("blocks/0", "blocks/1")
     assert pool_for(server).request("GET", tampered).status == 403
+
+
+def test_expired_presigned_url_is_access_denied_with_a_reason(server, ebs, done_snapshot):
+    import datetime
+    from unittest import mock
+
+    import botocore.auth
+
+    token = ebs.list_snapshot_blocks(SnapshotId=done_snapshot)["Blocks"][0]["BlockToken"]
+    signed_at = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=2)
+    with mock.patch.object(botocore.auth, "get_current_datetime", lambda: signed_at):
+        urls = [ebs.generate_presigned_url("get_snapshot_block", Params={
+                    "SnapshotId": done_snapshot, "BlockIndex": 0, "BlockToken": token},
+                    ExpiresIn=60),
+                ebs.generate_presigned_url("list_snapshot_blocks", Params={
+                    "SnapshotId": done_snapshot}, ExpiresIn=60)]
+    for url in urls:
+        r = pool_for(server).request("GET", url)
+        assert r.status == 403
+        assert r.headers["x-amzn-ErrorType"].startswith("AccessDeniedException:")
+        assert json.loads(r.data)["Reason"] == "UNAUTHORIZED_ACCOUNT"
+
+
+def _announce_body_hash(request, **kwargs):
+    body = request.body if isinstance(request.body, bytes) else request.body.encode()
+    request.headers["X-Amz-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+
+
+def test_announced_payload_hash_must_be_the_bodys(server):
+    ebs = make_client(server)
+    # boto3 announcing and signing the hash of the body it sends: accepted
+    ebs.meta.events.register("before-sign.ebs.StartSnapshot", _announce_body_hash)
+    ebs.meta.events.register("before-sign.ebs.PutSnapshotBlock", _announce_body_hash)
+    snap = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    assert put(ebs, snap, 0, block(1))["Checksum"] == b64sha(block(1))
+    with pytest.raises(ClientError) as ei:  # the block's own checksum is still checked
+        put(ebs, snap, 0, block(1), Checksum=b64sha(block(2)))
+    assert error_of(ei) == ("ValidationException", "INVALID_BLOCK", 400)
+
+    # ... and the body changed on its way after signing: refused
+    def tamper(request, **kwargs):
+        request.body = json.dumps({"VolumeSize": 7, "Description": "changed"}).encode()
+        request.headers["Content-Length"] = str(len(request.body))
+
+    ebs.meta.events.register("before-send.ebs.StartSnapshot", tamper)
+    before = len(server.service.snapshots)
+    with pytest.raises(ClientError) as ei:
+        ebs.start_snapshot(VolumeSize=1)
+    assert error_of(ei)[::2] == ("InvalidSignatureException", 403)
+    assert len(server.service.snapshots) == before
 
 
 # -- bad bytes on the wire ------------------------------------------------------------------

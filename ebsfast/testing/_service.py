@@ -28,6 +28,14 @@ BLOCKS_PER_GIB = (1 << 30) // BLOCK_SIZE
 MAX_VOLUME_GIB = 65536  # 64 TiB, the largest EBS snapshot
 SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]+$")
 KMS_ARN_RE = re.compile(r"arn:aws[a-z\-]*:kms:.*:[0-9]{12}:key/.*")
+# ClientToken (the model's IdempotencyToken, ^[\S]+$): 1 to 255 characters, none of them
+# ASCII white space.
+CLIENT_TOKEN_RE = re.compile(r"[\S]+", re.ASCII)
+MAX_CLIENT_TOKEN = 255
+MAX_DESCRIPTION = 255
+MAX_TAG_KEY = 127
+MAX_TAG_VALUE = 255
+MAX_TAGS = 50  # "up to 50 tags per snapshot"
 OWNER_ID = "111122223333"
 
 BLOCK_TOKEN_TTL_S = 7 * 24 * 3600
@@ -74,6 +82,11 @@ class Snapshot:
     start_time: float
     timeout_s: int
     status: str = "pending"
+    #: the Reason a call on the snapshot gets once it is in error: WRITE_REQUEST_TIMEOUT when
+    #: it timed out, INVALID_SNAPSHOT_ID when CompleteSnapshot found a mismatch
+    error_reason: str | None = None
+    #: when the last block was written (start_time until then): Timeout counts from here
+    last_write: float = 0.0
     parent_id: str | None = None
     description: str | None = None
     tags: list | None = None
@@ -81,6 +94,7 @@ class Snapshot:
     kms_key_arn: str | None = None
     client_token: str | None = None
     fingerprint: str = ""
+    started: dict | None = None  # the StartSnapshot answer, for a repeated ClientToken
     blocks: dict = field(default_factory=dict)   # index -> Block (own and inherited)
     written: dict = field(default_factory=dict)  # index -> Block written in this snapshot
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -207,8 +221,30 @@ class Service:
         return snap
 
     def _expire(self, snap: Snapshot) -> None:
-        if snap.status == "pending" and self.clock() > snap.start_time + snap.timeout_s:
+        if snap.status == "pending":
+            with snap.lock:
+                self._expire_locked(snap)
+
+    def _expire_locked(self, snap: Snapshot) -> None:
+        """With ``snap.lock`` held: a pending snapshot with no block written, or not completed,
+        within its Timeout of the last block written (of its start, before any) goes to
+        error."""
+        if snap.status == "pending" and self.clock() > snap.last_write + snap.timeout_s:
             snap.status = "error"
+            snap.error_reason = "WRITE_REQUEST_TIMEOUT"
+
+    @staticmethod
+    def _not_pending(snap: Snapshot) -> ApiError:
+        """The error of a write or completion to a snapshot no longer pending."""
+        if snap.status == "error":
+            why = ("it timed out" if snap.error_reason == "WRITE_REQUEST_TIMEOUT"
+                   else "its completion found a mismatch")
+            return validation(f"The snapshot '{snap.id}' is in error ({why}); blocks can only be "
+                              "written to, and completed on, a pending snapshot.",
+                              snap.error_reason or "INVALID_SNAPSHOT_ID")
+        return validation(f"The snapshot '{snap.id}' is {snap.status}; blocks can only be "
+                          "written to, and completed on, a pending snapshot.",
+                          "INVALID_SNAPSHOT_ID")
 
     def _completed(self, snapshot_id: str, name: str = "snapshotId") -> Snapshot:
         snap = self._get(snapshot_id, name)
@@ -240,7 +276,7 @@ class Service:
         tags = req.get("Tags")
         if encrypted is not None and not isinstance(encrypted, bool):
             raise validation("Encrypted must be a boolean.")
-        if encrypted and parent_id:
+        if "Encrypted" in req and parent_id:  # true or false: the model refuses both
             raise validation("Encrypted cannot be set together with ParentSnapshotId: a child "
                              "snapshot takes the encryption of its parent.")
         if kms is not None and (not isinstance(kms, str) or not KMS_ARN_RE.match(kms)):
@@ -249,15 +285,28 @@ class Service:
             raise validation("KmsKeyArn requires Encrypted=true.", "INVALID_CUSTOMER_KEY")
         if not isinstance(timeout_min, int) or not 10 <= timeout_min <= 4320:
             raise validation(f"Timeout {timeout_min!r} is outside 10..4320 minutes.")
-        if description is not None and (not isinstance(description, str) or len(description) > 255):
-            raise validation("Description must be a string of at most 255 characters.")
+        if description is not None and (not isinstance(description, str) or not description
+                                        or len(description) > MAX_DESCRIPTION):
+            raise validation(f"Description must be a string of 1 to {MAX_DESCRIPTION} "
+                             "characters.")
         if tags is not None:
             if not isinstance(tags, list) or not all(
                     isinstance(t, dict) and isinstance(t.get("Key"), str) and t["Key"]
                     and isinstance(t.get("Value", ""), str) for t in tags):
                 raise validation("Each tag needs a non-empty string Key and a string Value.",
                                  "INVALID_TAG")
+            if len(tags) > MAX_TAGS:
+                raise validation(f"{len(tags)} tags: a snapshot takes at most {MAX_TAGS}.",
+                                 "INVALID_TAG")
+            for t in tags:
+                if len(t["Key"]) > MAX_TAG_KEY or len(t.get("Value", "")) > MAX_TAG_VALUE:
+                    raise validation(f"A tag Key takes at most {MAX_TAG_KEY} characters and a "
+                                     f"Value at most {MAX_TAG_VALUE}.", "INVALID_TAG")
         token = req.get("ClientToken")
+        if token is not None and (not isinstance(token, str) or len(token) > MAX_CLIENT_TOKEN
+                                  or not CLIENT_TOKEN_RE.fullmatch(token)):
+            raise validation(f"ClientToken must be 1 to {MAX_CLIENT_TOKEN} characters without "
+                             "white space.")
         fingerprint = json.dumps({k: v for k, v in req.items() if k != "ClientToken"},
                                  sort_keys=True)
         with self._lock:
@@ -267,7 +316,7 @@ class Service:
                     if prior.fingerprint != fingerprint:
                         raise ApiError(409, "ConflictException",
                                        "The ClientToken was used before with other parameters.")
-                    return Response(201, prior.describe())
+                    return Response(201, dict(prior.started))
             parent = None
             if parent_id:
                 parent = self._completed(parent_id, "ParentSnapshotId")
@@ -284,19 +333,21 @@ class Service:
                 sid = "snap-" + secrets.token_hex(8) + "0"
                 if sid not in self.snapshots:
                     break
+            start = round(self.clock(), 3)
             snap = Snapshot(
                 id=sid, lineage=parent.lineage if parent else sid, volume_size=size,
-                start_time=round(self.clock(), 3), timeout_s=timeout_min * 60,
+                start_time=start, timeout_s=timeout_min * 60, last_write=start,
                 parent_id=parent_id or None, description=description, tags=tags or None,
                 encrypted=bool(encrypted) or bool(parent and parent.encrypted),
                 kms_key_arn=kms or (parent.kms_key_arn if parent else None),
                 client_token=token, fingerprint=fingerprint,
                 blocks=dict(parent.blocks) if parent else {},
             )
+            snap.started = snap.describe()
             self.snapshots[sid] = snap
             if token is not None:
                 self._tokens[token] = snap
-        return Response(201, snap.describe())
+        return Response(201, dict(snap.started))
 
     def put_snapshot_block(self, snapshot_id: str, index_s: str, headers: dict,
                            body: bytes) -> Response:
@@ -318,9 +369,7 @@ class Service:
             raise validation(f"The body has {len(body)} bytes but x-amz-Data-Length says "
                              f"{length_n}.")
         if snap.status != "pending":
-            reason = "WRITE_REQUEST_TIMEOUT" if snap.status == "error" else "INVALID_SNAPSHOT_ID"
-            raise validation(f"The snapshot '{snapshot_id}' is {snap.status}; blocks can only "
-                             "be written to a pending snapshot.", reason)
+            raise self._not_pending(snap)
         if index >= snap.max_blocks:
             raise validation(f"Block index {index} is beyond the volume size "
                              f"({snap.max_blocks} blocks).", "INVALID_BLOCK")
@@ -332,10 +381,19 @@ class Service:
         if not hmac.compare_digest(claimed, digest):
             raise validation("The checksum does not match the block data.", "INVALID_BLOCK")
         block = self.store.put(body, digest)
+        # Hashed and stored outside the lock; whether the snapshot still takes it is decided
+        # under it, so a CompleteSnapshot sees the block in its count or the put is refused.
         with snap.lock:
-            old = snap.written.get(index)
-            snap.blocks[index] = block
-            snap.written[index] = block
+            self._expire_locked(snap)
+            taken = snap.status == "pending"
+            if taken:
+                old = snap.written.get(index)
+                snap.blocks[index] = block
+                snap.written[index] = block
+                snap.last_write = self.clock()
+        if not taken:
+            self.store.release(block)
+            raise self._not_pending(snap)
         if old is not None:
             self.store.release(old)
         return Response(201, {}, headers={"x-amz-Checksum": block.checksum,
@@ -355,18 +413,19 @@ class Service:
                 raise validation(f"Unsupported checksum algorithm {algorithm!r}; only SHA256.")
             if method not in (None, "LINEAR"):
                 raise validation(f"Unsupported aggregation method {method!r}; only LINEAR.")
-        if snap.status == "completed":
-            return Response(202, {"Status": "completed"})
-        if snap.status != "pending":
-            raise validation(f"The snapshot '{snapshot_id}' is {snap.status}.",
-                             "WRITE_REQUEST_TIMEOUT" if snap.status == "error"
-                             else "INVALID_SNAPSHOT_ID")
         with snap.lock:
+            self._expire_locked(snap)
+            if snap.status == "completed":
+                return Response(202, {"Status": "completed"})
+            if snap.status != "pending":
+                raise self._not_pending(snap)
             ok = count_n == len(snap.written)
             if ok and checksum is not None:
                 expected = linear_checksum([snap.written[i].digest for i in sorted(snap.written)])
                 ok = hmac.compare_digest(expected, checksum)
             snap.status = "completed" if ok else "error"
+            if not ok:
+                snap.error_reason = "INVALID_SNAPSHOT_ID"
         if ok and self.on_completed is not None:
             self.on_completed(snap)
         return Response(202, {"Status": snap.status})
@@ -377,7 +436,7 @@ class Service:
 
     def _start_index(self, query: dict, key: str) -> int:
         token = query.get("pageToken")
-        if token:
+        if token is not None:  # an empty one too: PageToken is ^[A-Za-z0-9+/=]+$
             return self._check_page_token(token, key)
         return _int_param(query.get("startingBlockIndex"), "startingBlockIndex", default=0)
 
