@@ -901,8 +901,10 @@ def _exit_promptly(code: int) -> None:
     """After Ctrl-C, leave now rather than when stray worker threads drain their queues.
 
     The snapshot tools have already stopped and saved their resumable state by the time the
-    interrupt reaches here; any thread still alive is only finishing an in-flight request,
-    and Python's exit would otherwise wait for it (and for every queued one) to join.
+    interrupt reaches here, without waiting for the requests in flight: any worker still
+    alive is abandoned in one, and its job's gate keeps it from writing anything when it
+    ends. Python's exit would otherwise wait for such threads (a listing thread, say, and
+    every request queued behind it); ``os._exit`` ends them and their sockets at once.
     """
     if threading.active_count() <= 1:
         return

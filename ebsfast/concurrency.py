@@ -9,6 +9,11 @@ Other failures get a few job-level attempts on top of the client's own retries (
 retry quota can run dry under a burst of faults), then stop the whole job at once: no worker
 keeps going, nothing hangs, and the first error is raised in the caller's thread.
 
+Ctrl-C does not wait for the requests in flight (a stalled one can take the client's read
+timeout times its attempts): the job stops starting work, gives its workers a moment, and
+raises. A worker still in a request then is abandoned; it may finish in the background, but
+:attr:`BlockPool.gate` turns it away before it touches anything the caller owns.
+
 Everything here is per job; nothing is global.
 """
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from . import exceptions as _exc
 from .retries import is_throttling
 
-__all__ = ["AdaptiveLimit", "BlockPool", "PoolStats", "Progress", "TokenBucket",
+__all__ = ["AdaptiveLimit", "BlockPool", "Gate", "PoolStats", "Progress", "TokenBucket",
            "is_throttle_error", "is_transient_error"]
 
 
@@ -205,6 +210,51 @@ class _Stop(Exception):
     pass
 
 
+class _Abandoned(BaseException):
+    """Raised in a worker that reaches the gate after its job has returned. A BaseException,
+    so a ``work`` that catches Exception does not swallow it."""
+
+
+class Gate:
+    """Where a job's workers write what the caller owns: the image file and its journal, the
+    progress callback. ``with pool.gate:`` around those writes. Until the job returns it
+    costs two short lock holds; when the job returns on Ctrl-C with workers still in requests,
+    :meth:`shut` waits for the writes under way and turns every later one away, so no
+    worker writes to a file descriptor the job has closed (and the process may have reused),
+    nor journals a block after the job has returned."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._shut = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            if self._shut:
+                raise _Abandoned()
+            self._inside += 1
+
+    def __exit__(self, *exc: Any) -> bool:
+        with self._cond:
+            self._inside -= 1
+            if not self._inside:
+                self._cond.notify_all()
+        return False
+
+    def shut(self) -> None:
+        """No more writes; returns once the writes under way are done (local writes, so
+        moments). A second Ctrl-C meanwhile does not cut that wait short."""
+        while True:
+            try:
+                with self._cond:
+                    self._shut = True
+                    while self._inside:
+                        self._cond.wait(0.1)
+                return
+            except KeyboardInterrupt:
+                continue
+
+
 class BlockPool:
     """Runs ``work(item, scratch)`` for every item of ``items`` on ``workers`` threads.
 
@@ -219,6 +269,14 @@ class BlockPool:
     - anything else: fatal. The pool stops handing out items, lets the requests in flight
       finish, and :meth:`run` raises ``on_error(item, exc)`` (or the exception itself when it
       is not an Exception, e.g. KeyboardInterrupt from a progress callback).
+
+    Ctrl-C in the caller's thread stops the pool handing out items at once; :meth:`run` waits
+    up to ``grace_s`` for the workers, shuts :attr:`gate` and raises the KeyboardInterrupt.
+    Workers still alive then are abandoned (they are daemon threads): one that finishes its
+    request meets the shut gate and ends. So ``work`` must write what outlives the job (a
+    file, a journal, a caller's array) only inside ``with pool.gate:``; work that cannot
+    (a request that reads straight into the caller's buffer) runs with ``grace_s=None``,
+    and :meth:`run` then waits for every request in flight, as long as that takes.
     """
 
     def __init__(self, workers: int, *, job_retries: int = 3, queue_size: int | None = None,
@@ -241,6 +299,14 @@ class BlockPool:
         self._throttled = 0
         self._retries = 0
         self._attempts: dict = {}
+        #: ``with pool.gate:`` around the writes a job's ``work`` makes (see :class:`Gate`)
+        self.gate = Gate()
+        # Workers started and not yet ended. Counted here rather than read from
+        # Thread.is_alive: a join that Ctrl-C interrupts can mark a live thread as ended
+        # (CPython before 3.13). A condition of its own, so the caller's thread is not woken
+        # at every block.
+        self._live = 0
+        self._ended = threading.Condition()
 
     # -- the queue --------------------------------------------------------------------------
     def _feed(self, items: Iterable[Any]) -> None:
@@ -253,6 +319,8 @@ class BlockPool:
                         return
                     self._pending.append(item)
                     self._cond.notify()
+        except _Abandoned:
+            pass  # the job has returned: nothing to report to
         except BaseException as e:  # noqa: BLE001 - the source failed: the job stops with it
             self._fail(None, e)
         finally:
@@ -310,6 +378,25 @@ class BlockPool:
 
     def _worker(self, work: Callable[[Any, Any], Any], scratch: Callable[[], Any] | None):
         try:
+            self._work(work, scratch)
+        finally:
+            with self._ended:
+                self._live -= 1
+                self._ended.notify_all()
+
+    def _wait_workers(self, timeout_s: float | None = None) -> bool:
+        """Wait until every worker has ended (at most ``timeout_s``); True if they have."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._ended:
+            while self._live:
+                wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                if wait <= 0:
+                    return False
+                self._ended.wait(wait)
+        return True
+
+    def _work(self, work: Callable[[Any, Any], Any], scratch: Callable[[], Any] | None):
+        try:
             buf = scratch() if scratch is not None else None
         except BaseException as e:  # noqa: BLE001
             self._fail(None, e)
@@ -324,6 +411,10 @@ class BlockPool:
                 return
             try:
                 work(item, buf)
+            except _Abandoned:  # the job returned while this request was in flight
+                self.limit.release()
+                self._done()
+                return
             except Exception as e:  # noqa: BLE001 - sorted below
                 self.limit.release()
                 key = _item_key(item)
@@ -356,30 +447,38 @@ class BlockPool:
 
     def run(self, items: Iterable[Any], work: Callable[[Any, Any], Any], *,
             scratch: Callable[[], Any] | None = None,
-            on_error: Callable[[Any, BaseException], BaseException] | None = None) -> PoolStats:
+            on_error: Callable[[Any, BaseException], BaseException] | None = None,
+            grace_s: float | None = 0.5) -> PoolStats:
+        """Run the job; see the class docstring. ``grace_s``: after Ctrl-C, how long to wait
+        for the workers before abandoning those still in a request (None: wait for all)."""
         feeder = threading.Thread(target=self._feed, args=(items,), daemon=True,
                                   name=f"{self._name}-feed")
         threads = [threading.Thread(target=self._worker, args=(work, scratch), daemon=True,
                                     name=f"{self._name}-{k}") for k in range(self.workers)]
-        feeder.start()
-        for t in threads:
-            t.start()
         try:
+            feeder.start()
             for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
+                with self._ended:
+                    self._live += 1
+                try:
+                    t.start()
+                except BaseException:
+                    with self._ended:
+                        self._live -= 1
+                    raise
+            self._wait_workers()
         except BaseException as e:
-            # Ctrl-C lands in this thread: stop the workers, let their requests in flight
-            # finish (so what they wrote is recorded), then pass the interrupt on.
-            self._fail(None, e)
-            for t in threads:
-                t.join()
+            # Ctrl-C lands in this thread: stop the workers and pass the interrupt on without
+            # waiting out the requests in flight (see the class docstring).
+            self._abandon(e, feeder, grace_s)
             raise
         finally:
             self._stop.set()
             with self._cond:
                 self._cond.notify_all()
-            feeder.join(5.0)
+        for t in threads:
+            t.join()  # they have ended their work: this only sees them out
+        feeder.join(5.0)
         stats = PoolStats(self.limit, self._throttled, self._retries)
         if self._error is not None:
             item, exc = self._error
@@ -389,6 +488,19 @@ class BlockPool:
                 raise exc
             raise on_error(item, exc) from exc
         return stats
+
+    def _abandon(self, exc: BaseException, feeder: threading.Thread,
+                 grace_s: float | None) -> None:
+        try:
+            self._fail(None, exc)
+            # A worker between requests ends within moments; one whose request answers
+            # within the grace still writes its block, which a rerun then need not fetch.
+            t0 = time.monotonic()
+            self._wait_workers(grace_s)
+            if grace_s is not None and feeder.ident is not None:
+                feeder.join(max(0.0, grace_s - (time.monotonic() - t0)))
+        finally:
+            self.gate.shut()
 
 
 def _item_key(item: Any) -> Any:

@@ -43,6 +43,16 @@ upload
     aggregate and the manifest. Given the parent and its manifest, only blocks whose digest
     differs are sent, and a block the parent holds that is now zeros is written as zeros.
     A failed upload leaves its snapshot pending (the service errors it after ``timeout``).
+Ctrl-C (KeyboardInterrupt)
+    Every job stops starting blocks at once and raises within about half a second, without
+    waiting out the requests in flight (a stalled one can take the client's read timeout
+    times its attempts). A worker still in a request then is abandoned: it may finish in the
+    background, but it writes nothing more: not the file, not the journal, not ``progress``.
+    The ``.partial`` and its journal stay as a rerun expects them. The exception is a
+    download into a numpy array or mmap: there the blocks land straight from the socket in
+    the caller's buffer, so the call waits for the requests in flight to end before it
+    raises (a second Ctrl-C stops that wait, and those blocks may then still land after the
+    call has raised).
 apply
     Writes the changed blocks in place, so an interrupted apply leaves a mix of the two
     snapshots; ``<image>.apply-state`` says so, and running the same apply again completes it
@@ -530,23 +540,26 @@ def _download_to_file(client, snapshot_id, path, n_workers, progress, page_size,
         todo = np.flatnonzero(~have)
         prog = Progress(progress, n, done_blocks=resumed, done_bytes=resumed * BLOCK_SIZE)
         zero = [0]
+        pool = BlockPool(n_workers)
 
         def work(pos: int, buf: np.ndarray) -> None:
             index = int(blocks.indexes[pos])
             d = _fetch(client, snapshot_id, index, blocks.tokens[pos], buf)
-            if d == ZERO_DIGEST:
-                zero[0] += 1
-                # A fresh .partial is a hole there already; a resumed one may hold bytes
-                # (a block that failed its check, say).
-                if resuming and _holds_data(fd, buf, index * BLOCK_SIZE):
-                    zero_range(fd, index * BLOCK_SIZE, BLOCK_SIZE)
-            else:
-                pwrite_all(fd, buf, index * BLOCK_SIZE)
-            digests[pos] = np.frombuffer(d, dtype=np.uint8)
-            journal.record(index, d)
-            prog.add(1, BLOCK_SIZE)
+            # The block is in this worker's own buffer; the file and the journal are written
+            # only through the gate, so not after an interrupted job has closed them.
+            with pool.gate:
+                if d == ZERO_DIGEST:
+                    zero[0] += 1
+                    # A fresh .partial is a hole there already; a resumed one may hold bytes
+                    # (a block that failed its check, say).
+                    if resuming and _holds_data(fd, buf, index * BLOCK_SIZE):
+                        zero_range(fd, index * BLOCK_SIZE, BLOCK_SIZE)
+                else:
+                    pwrite_all(fd, buf, index * BLOCK_SIZE)
+                digests[pos] = np.frombuffer(d, dtype=np.uint8)
+                journal.record(index, d)
+                prog.add(1, BLOCK_SIZE)
 
-        pool = BlockPool(n_workers)
         stats = pool.run(todo.tolist(), work, scratch=_new_block,
                          on_error=_job_error("download", snapshot_id,
                                              "run the same download again to resume",
@@ -649,18 +662,19 @@ def _download_to_device(client, snapshot_id, path, n_workers, progress, page_siz
         for lo, hi in _index_runs(np.flatnonzero(~listed)):
             zero_range(fd, lo * BLOCK_SIZE, (hi - lo) * BLOCK_SIZE, punch=False)
         prog = Progress(progress, n)
+        pool = BlockPool(n_workers)
 
         def work(pos: int, buf: np.ndarray) -> None:
             index = int(blocks.indexes[pos])
             d = _fetch(client, snapshot_id, index, blocks.tokens[pos], buf)
-            pwrite_all(fd, buf, index * BLOCK_SIZE)
-            digests[pos] = np.frombuffer(d, dtype=np.uint8)
-            prog.add(1, BLOCK_SIZE)
+            with pool.gate:
+                pwrite_all(fd, buf, index * BLOCK_SIZE)
+                digests[pos] = np.frombuffer(d, dtype=np.uint8)
+                prog.add(1, BLOCK_SIZE)
 
-        stats = BlockPool(n_workers).run(range(n), work, scratch=_new_block,
-                                         on_error=_job_error("download", snapshot_id,
-                                                             "run the download again",
-                                                             blocks.indexes))
+        stats = pool.run(range(n), work, scratch=_new_block,
+                         on_error=_job_error("download", snapshot_id, "run the download again",
+                                             blocks.indexes))
         prog.finish()
         if fsync:
             os.fsync(fd)
@@ -704,7 +718,9 @@ def _download_to_buffer(client, snapshot_id, view, n_workers, progress, page_siz
         zero[pos] = d == ZERO_DIGEST
         prog.add(1, BLOCK_SIZE)
 
-    stats = BlockPool(n_workers).run(range(n), work,
+    # Each block is read from the socket straight into dest, so no gate can keep an abandoned
+    # worker out of it: on Ctrl-C the pool waits for the requests in flight (grace_s=None).
+    stats = BlockPool(n_workers).run(range(n), work, grace_s=None,
                                      on_error=_job_error("download", snapshot_id,
                                                          "run the download again",
                                                          blocks.indexes))
@@ -859,10 +875,12 @@ def _upload(client, src, parent_id, parent_man, description, tags, encrypted, km
             n_skip = int(np.count_nonzero(~send))
             skipped[0] += n_skip
             if n_skip:
-                prog.add(n_skip, 0)  # settled without a request: progress still reaches 100%
+                with pool.gate:  # settled without a request: progress still reaches 100%
+                    prog.add(n_skip, 0)
             yield from (a + np.flatnonzero(send)).tolist()
 
     prog = Progress(progress, n_total)
+    pool = BlockPool(n_workers)
 
     def work(index: int, _buf: Any) -> None:
         if index < whole:
@@ -875,13 +893,13 @@ def _upload(client, src, parent_id, parent_man, description, tags, encrypted, km
                                   DataLength=BLOCK_SIZE, ChecksumAlgorithm="SHA256",
                                   Checksum=base64.b64encode(digests[index].tobytes())
                                   .decode("ascii"))
-        sent[index] = True
-        prog.add(1, BLOCK_SIZE)
+        with pool.gate:
+            sent[index] = True
+            prog.add(1, BLOCK_SIZE)
 
     again = (f"snapshot {snap_id} stays pending until its timeout, then goes to error; run "
              "the upload again (it starts a new snapshot)")
-    stats = BlockPool(n_workers).run(batches(), work,
-                                     on_error=_job_error("upload", snap_id, again))
+    stats = pool.run(batches(), work, on_error=_job_error("upload", snap_id, again))
     prog.finish()
     written = np.flatnonzero(sent)
     checksum = linear_checksum(digests[written])
@@ -971,24 +989,26 @@ def apply(client: Any, image: Any, first_snapshot_id: str, second_snapshot_id: s
         if grown:
             os.ftruncate(fd, nbytes)
         prog = Progress(progress, n)
+        pool = BlockPool(n_workers)
 
         def work(pos: int, buf: np.ndarray) -> None:
             index = int(changes.indexes[pos])
             off = index * BLOCK_SIZE
+            d = None
             if changes.has_second[pos]:
                 d = _fetch(client, second_snapshot_id, index, changes.second[pos], buf)
-                digests[pos] = np.frombuffer(d, dtype=np.uint8)
-                if d != ZERO_DIGEST:
+            with pool.gate:
+                if d is not None:
+                    digests[pos] = np.frombuffer(d, dtype=np.uint8)
+                if d is not None and d != ZERO_DIGEST:
                     pwrite_all(fd, buf, off)
-                    prog.add(1, BLOCK_SIZE)
-                    return
-            zero_range(fd, off, BLOCK_SIZE)
-            zeroed[pos] = True
-            prog.add(1, BLOCK_SIZE)
+                else:
+                    zero_range(fd, off, BLOCK_SIZE)
+                    zeroed[pos] = True
+                prog.add(1, BLOCK_SIZE)
 
-        stats = BlockPool(n_workers).run(range(n), work, scratch=_new_block,
-                                         on_error=_job_error(
-                                             "apply", second_snapshot_id,
+        stats = pool.run(range(n), work, scratch=_new_block,
+                         on_error=_job_error("apply", second_snapshot_id,
                                              "run the same apply again to finish it",
                                              changes.indexes))
         prog.finish()
@@ -1030,20 +1050,24 @@ def verify(client: Any, snapshot_id: str, image: Any = None, *, workers: int | N
     digests = np.zeros((n, 32), dtype=np.uint8)
     read_ok = np.ones(n, dtype=bool)
     prog = Progress(progress, n)
+    pool = BlockPool(n_workers)
 
     def work(pos: int, buf: np.ndarray) -> None:
         index = int(blocks.indexes[pos])
         try:
             d = _fetch(client, snapshot_id, index, blocks.tokens[pos], buf)
-            digests[pos] = np.frombuffer(d, dtype=np.uint8)
         except _exc.ChecksumMismatchError:
-            read_ok[pos] = False
-        prog.add(1, BLOCK_SIZE)
+            d = None
+        with pool.gate:
+            if d is None:
+                read_ok[pos] = False
+            else:
+                digests[pos] = np.frombuffer(d, dtype=np.uint8)
+            prog.add(1, BLOCK_SIZE)
 
-    stats = BlockPool(n_workers).run(range(n), work, scratch=_new_block,
-                                     on_error=_job_error("verify", snapshot_id,
-                                                         "run the verify again",
-                                                         blocks.indexes))
+    stats = pool.run(range(n), work, scratch=_new_block,
+                     on_error=_job_error("verify", snapshot_id, "run the verify again",
+                                         blocks.indexes))
     prog.finish()
     bad = blocks.indexes[~read_ok].tolist()
     mismatched: list = []

@@ -601,6 +601,44 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(tmp_path):
         assert head(dest, 48 * BLOCK) == img.read_bytes()
 
 
+def test_ctrl_c_during_a_stalled_download_exits_130_at_once(tmp_path):
+    # Every block read stalls for 60 s, the client's read timeout: Ctrl-C must not wait that
+    # out (nor the retries after it).
+    img = tmp_path / "st.img"
+    data = write_image(img, 8)
+    with EBSServer(record_requests=True) as srv:
+        env = _real_env(srv, tmp_path)
+        flags = ["--endpoint-url", srv.endpoint_url]
+        p = run_module("upload", img, "-q", *flags, env=env)
+        snap = p.stdout.strip()
+        assert p.returncode == 0 and snap.startswith("snap-"), p.stderr
+        srv.set_faults(stall_rate=1.0, stall_s=60, operations={"GetSnapshotBlock"})
+        dest = tmp_path / "st-out.img"
+        proc = subprocess.Popen([sys.executable, "-m", "ebsfast", "download", snap, str(dest),
+                                 "--workers", "2", *flags], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 30
+            while sum(1 for r in srv.requests
+                      if r["method"] == "GET" and "/blocks/" in r["path"]) < 2:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=15)  # generous; the stall lasts 60 s
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == cli.EXIT_INTERRUPTED, err
+        assert out == "" and "Interrupted download" in err and "resume" in err
+        assert "Traceback" not in err
+        assert not dest.exists() and (tmp_path / "st-out.img.partial").exists()
+        srv.set_faults(stall_rate=0.0)
+        p = run_module("download", snap, dest, "--json", *flags, env=env)
+        assert p.returncode == 0, p.stderr
+        assert head(dest, 8 * BLOCK) == data.tobytes()
+
+
 def test_tls_server_needs_its_ca_bundle(capsys, monkeypatch, tmp_path):
     pytest.importorskip("cryptography")
     _isolate(monkeypatch, tmp_path)
