@@ -5,6 +5,7 @@ plugin modules below are parametrized over the two. ``EBSFAST_NO_EXTENSIONS=1`` 
 parameters (with that reason) and makes the public API use the twins.
 """
 import os
+import signal
 
 import pytest
 
@@ -12,6 +13,15 @@ pytest_plugins = ["conftest_sha256_fixtures", "conftest_sigv4_fixtures",
                   "conftest_http_fixtures"]
 
 NO_EXTENSIONS = os.environ.get("EBSFAST_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def pytest_configure(config):
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and then neither this process nor the CLI processes it starts ever see a Ctrl-C: the
+    # tests of what Ctrl-C does need it delivered as a terminal delivers it. (A handled
+    # signal is reset to its default in a child, where Python installs its own handler.)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config):
