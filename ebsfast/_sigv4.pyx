@@ -561,7 +561,13 @@ cdef class Signer:
 
     def presign(self, method, url, expires=3600, amz_date=None, *, headers=None,
                 payload_hash=None, bint normalize=True) -> str:
-        """A presigned URL, as botocore's ``SigV4QueryAuth`` makes it."""
+        """A presigned URL, as botocore's ``SigV4QueryAuth`` makes it (see the twin)."""
+        if isinstance(expires, bool) or not isinstance(expires, int):
+            raise TypeError(f"expires must be an int number of seconds, not "
+                            f"{type(expires).__name__}")
+        if not 0 <= expires <= 604800:
+            raise ValueError(f"expires must be 0 to 604800 seconds (seven days), "
+                             f"got {expires}")
         if amz_date is None:
             amz_date = _now()
         _check_date(amz_date)

@@ -171,6 +171,18 @@ def canonical_request(
     return creq, signed
 
 
+MAX_EXPIRES = 604800  # seconds: SigV4's limit for a presigned URL
+
+
+def _check_expires(expires: object) -> None:
+    if isinstance(expires, bool) or not isinstance(expires, int):
+        raise TypeError(f"expires must be an int number of seconds, not "
+                        f"{type(expires).__name__}")
+    if not 0 <= expires <= MAX_EXPIRES:
+        raise ValueError(f"expires must be 0 to {MAX_EXPIRES} seconds (seven days), "
+                         f"got {expires}")
+
+
 def _check_amz_date(amz_date: str) -> str:
     if not isinstance(amz_date, str) or not _AMZ_DATE.match(amz_date):
         raise ValueError(f"amz_date {amz_date!r} is not YYYYMMDDTHHMMSSZ")
@@ -459,7 +471,9 @@ class Signer:
         ``X-Amz-Signature``. Signed headers: ``host`` (from the URL unless ``headers`` has
         one) plus ``headers`` minus excluded ones; no ``X-Amz-Date`` header. ``payload_hash``
         defaults to the ``x-amz-content-sha256`` header's value, else ``EMPTY_SHA256``.
+        ``expires``: whole seconds, 0 to 604800 (seven days, SigV4's most).
         """
+        _check_expires(expires)
         if amz_date is None:
             amz_date = _now()
         _check_amz_date(amz_date)

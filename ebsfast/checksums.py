@@ -11,6 +11,7 @@ import base64
 import binascii
 import concurrent.futures
 import os
+import re
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -70,6 +71,14 @@ def _get_pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _data_view(data: Any) -> memoryview:
+    if isinstance(data, np.ndarray):
+        # The bytes of an object array would be pointers, different every run (a record
+        # array's fields included). Datetime arrays cannot describe their items in a buffer,
+        # but their bytes are plain integers: they are read as bytes, as hashlib reads them.
+        if data.dtype.hasobject:
+            raise ValueError("data holds Python objects, not bytes")
+        if data.dtype.kind in "mM" and data.flags.c_contiguous:
+            data = data.reshape(-1).view(np.uint8)
     try:
         mv = memoryview(data)
     except TypeError:
@@ -79,7 +88,8 @@ def _data_view(data: Any) -> memoryview:
         raise ValueError(f"data cannot be read as bytes: {exc}") from None
     if not mv.c_contiguous:
         raise ValueError("data must be a C-contiguous buffer")
-    if "O" in mv.format:  # the bytes would be object pointers, different every run
+    # the item format without its field names (``T{i:FOO:}``): an O there is an object
+    if "O" in re.sub(r":[^:]*:", "", mv.format):
         raise ValueError("data holds Python objects, not bytes")
     return mv
 
@@ -124,8 +134,7 @@ def _run(fn: Any, ranges: list[tuple[int, int]], *args: Any) -> int:
 def sha256(data: Buffer) -> bytes:
     """SHA-256 digest of any C-contiguous buffer (bytes, bytearray, memoryview, numpy array,
     mmap). The GIL is released while large inputs are hashed."""
-    _data_view(data)
-    return _kernel.digest(data)
+    return _kernel.digest(_data_view(data))
 
 
 def sha256_blocks(data: Buffer, block_size: int = DEFAULT_BLOCK_SIZE, *,

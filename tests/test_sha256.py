@@ -469,6 +469,26 @@ def test_public_argument_errors(checksums_on_path):
     assert c.sha256_blocks(np.uint64(5).tobytes(), np.int64(3)).shape == (3, 32)
 
 
+@pytest.mark.parametrize("data", [
+    np.zeros(3, dtype=[("FOO", "i4"), ("Obj", "f8")]),  # field names with a capital O
+    np.arange(5).astype("M8[s]"),  # datetimes and timedeltas cannot describe their items
+    np.arange(6).astype("m8[ms]").reshape(2, 3),
+], ids=["record-fields", "datetime64", "timedelta64"])
+def test_numpy_arrays_hash_as_hashlib_reads_them(checksums_on_path, data):
+    c = checksums_on_path
+    want = hashlib.sha256(data).digest()
+    assert bytes(c.sha256(data)) == want
+    assert c.sha256_blocks(data, len(want) + 9)[0].tobytes() == hashlib.sha256(
+        memoryview(data.reshape(-1).view(np.uint8))[:len(want) + 9]).digest()
+    assert c.verify_blocks(data, [base64.b64encode(want).decode()], data.nbytes).all()
+
+
+def test_arrays_holding_objects_are_refused(checksums_on_path):
+    for data in (np.array([object()]), np.zeros(2, dtype=[("a", "i4"), ("b", "O")])):
+        with pytest.raises(ValueError, match="Python objects"):
+            checksums_on_path.sha256(data)
+
+
 def test_verify_blocks_all_forms(checksums_on_path):
     c = checksums_on_path
     data = pattern(4 * 100 + 50, 11)

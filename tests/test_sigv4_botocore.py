@@ -448,3 +448,15 @@ def test_signer_is_not_picklable(sigv4_impl):
 
     with pytest.raises(TypeError):
         pickle.dumps(sigv4_impl.Signer(ACCESS_KEY, SECRET_KEY, "us-east-1", "ebs"))
+
+
+@pytest.mark.parametrize("expires, error", [(-5, ValueError), (604801, ValueError),
+                                            (2 ** 70, ValueError), ("10", TypeError),
+                                            (3600.9, TypeError), (True, TypeError)])
+def test_presign_refuses_an_expiry_sigv4_cannot_carry(sigv4_impl, expires, error):
+    signer = sigv4_impl.Signer("AKIDEXAMPLE", "secret", "us-east-1", "ebs")
+    with pytest.raises(error, match="expires"):
+        signer.presign("GET", "https://ebs.us-east-1.amazonaws.com/snapshots", expires)
+    for ok in (0, 1, 604800):
+        assert f"X-Amz-Expires={ok}&" in signer.presign(
+            "GET", "https://ebs.us-east-1.amazonaws.com/snapshots", ok, "20261206T101010Z")
