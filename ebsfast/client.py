@@ -326,8 +326,8 @@ class EBSClient:
         self.meta = ClientMeta(region, url, cfg.merge(Config(**resolved)), partition)
         self.exceptions = ClientExceptions()
         self._host = _host_header(url)
-        self._path_prefix = urlsplit(url).path.rstrip("/")
         parts = urlsplit(url)
+        self._path_prefix = parts.path.rstrip("/")
         self._origin = f"{parts.scheme}://{parts.netloc}"  # before a request's path, in errors
         # The first headers of every request with none of its own (Host, User-Agent).
         self._fixed_head = (f"Host: {self._host}\r\nAccept-Encoding: identity\r\n"

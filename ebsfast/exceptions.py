@@ -36,8 +36,11 @@ def _rebuild(cls, kwargs):
     return cls(**kwargs)
 
 
-def _define(name: str, base: type, fmt: str, doc: str) -> type:
+def _define(name: str, base: type, fmt: str, doc: str, also: tuple = ()) -> type:
+    """An error class deriving from ``base``, botocore's class of the same name where botocore
+    is installed, and ``also`` (builtin classes such as ValueError)."""
     bases = (base,) + tuple(p for p in _peer(name) if not issubclass(base, p))
+    bases += tuple(a for a in also if not issubclass(base, a))
     cls = type(name, bases, {"fmt": fmt, "__doc__": doc, "__module__": __name__,
                              "__init__": EbsfastError.__init__, "__str__": Exception.__str__,
                              "__reduce__": EbsfastError.__reduce__})
@@ -116,28 +119,19 @@ PaginationError = _define("PaginationError", BotoCoreError, "Error during pagina
 UnknownClientMethodError = _define("UnknownClientMethodError", BotoCoreError,
                                    "Client does not have method: {method_name}",
                                    "generate_presigned_url() for a method the client lacks.")
-def _define_value_error(name: str, base: type, fmt: str, doc: str) -> type:
-    """An error that is also a ValueError (a bad option value), and botocore's class of the
-    same name where botocore is installed."""
-    bases = (base,) + tuple(p for p in _peer(name) if not issubclass(base, p))
-    if not issubclass(base, ValueError):
-        bases += (ValueError,)
-    return type(name, bases, {"fmt": fmt, "__doc__": doc, "__module__": __name__,
-                              "__init__": EbsfastError.__init__, "__str__": Exception.__str__,
-                              "__reduce__": EbsfastError.__reduce__})
-
-
-InvalidRetryConfigurationError = _define_value_error(
+# Bad option values: also ValueErrors
+InvalidRetryConfigurationError = _define(
     "InvalidRetryConfigurationError", BotoCoreError,
     'Cannot provide retry configuration for "{retry_config_option}". Valid retry '
     "configuration options are: {valid_options}",
-    "A Config(retries=...) key that is not max_attempts, total_max_attempts or mode.")
-InvalidMaxRetryAttemptsError = _define_value_error(
+    "A Config(retries=...) key that is not max_attempts, total_max_attempts or mode.",
+    also=(ValueError,))
+InvalidMaxRetryAttemptsError = _define(
     "InvalidMaxRetryAttemptsError", InvalidRetryConfigurationError,
     'Value provided to "max_attempts": {provided_max_attempts} must be an integer greater than '
     "or equal to {min_value}.",
     "An attempt count below its minimum (Config, AWS_MAX_ATTEMPTS or the profile).")
-InvalidRetryModeError = _define_value_error(
+InvalidRetryModeError = _define(
     "InvalidRetryModeError", InvalidRetryConfigurationError,
     'Invalid value provided to "mode": "{provided_retry_mode}" must be one of: {valid_modes}',
     "A retry mode that is not legacy, standard or adaptive (Config, AWS_RETRY_MODE or the "

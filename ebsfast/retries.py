@@ -410,8 +410,10 @@ class RetryCall:
 
     def metadata(self) -> dict[str, Any]:
         """The retry keys of boto3's ``ResponseMetadata`` for this call."""
-        meta: dict[str, Any] = {}  # in boto3's order: the flags, set as retries are judged,
-        if self.max_attempts_reached:  # then the count, set when the call ends
+        # In boto3's order: the flags, set as retries are judged, then the count, set when
+        # the call ends.
+        meta: dict[str, Any] = {}
+        if self.max_attempts_reached:
             meta["MaxAttemptsReached"] = True
         if self.retry_quota_reached:
             meta["RetryQuotaReached"] = True
